@@ -1,0 +1,315 @@
+/**
+ * loadModel(dir) → a model that runs forward passes and generates with caches.
+ *
+ * Batches of different lengths are left-padded with the pad id and masked, as transformers pads
+ * for generation. Generation runs one prefill over the prompts, then one cached step per token
+ * (conv, ssm and KV caches carried from each step's present_* outputs to the next step's past_*).
+ */
+import { stat } from 'node:fs/promises';
+import { join } from 'node:path';
+import { HubmoeError } from '../src/errors.js';
+import type { ModelSpec } from '../src/schema/spec.js';
+import { loadSpec } from '../src/schema/load.js';
+import { Tensor, createBackend } from './backend.js';
+import type { Device, InferenceBackend } from './backend.js';
+import { isSampling, makeRng, pickToken, validateSampling } from './sampling.js';
+import type { SamplingOptions } from './sampling.js';
+import { loadTokenizer } from './tokenizer.js';
+import type { TextTokenizer } from './tokenizer.js';
+
+export interface LoadOptions {
+  device?: Device;
+  /** Which ONNX file: fp32 (onnx/model.onnx) or fp16 (onnx/model_fp16.onnx); default fp32 on CPU, fp16 on CUDA when present. */
+  dtype?: 'fp32' | 'fp16';
+  /** CPU threads (default: ONNX Runtime's choice). */
+  threads?: number;
+}
+
+export interface Logits {
+  /** Row-major [batch, seq, vocab]. */
+  data: Float32Array;
+  dims: [number, number, number];
+}
+
+export interface ForwardOptions {
+  /** 1 for real tokens, 0 for padding; rows as long as their ids. Default: all ones (ragged rows are left-padded). */
+  attentionMask?: number[][];
+}
+
+export type FinishReason = 'eos' | 'stop' | 'length';
+
+export interface GenerateOptions extends SamplingOptions {
+  maxNewTokens?: number;
+  /** Token ids that end a row (default: the model's eos ids). */
+  eosTokenIds?: number[];
+  /** Token sequences that end a row when generated (kept in the output). */
+  stopSequences?: number[][];
+  /** Keep generating past eos. */
+  ignoreEos?: boolean;
+  /** Called for every generated token as it comes; returning true ends that row (reason 'stop'). */
+  onToken?: (event: TokenEvent) => boolean | void;
+  /** Return the logits each step chose from ([batch, vocab] per step). */
+  outputLogits?: boolean;
+}
+
+export interface TokenEvent {
+  row: number;
+  token: number;
+  step: number;
+}
+
+export interface GenerateResult {
+  /** The generated tokens of each row (prompt excluded). */
+  tokens: number[][];
+  finishReasons: FinishReason[];
+  /** Per step: [batch × vocab] logits, when outputLogits was set. */
+  logits?: Float32Array[];
+}
+
+export interface TextGenerateOptions extends Omit<GenerateOptions, 'onToken' | 'stopSequences'> {
+  /** Strings that end the text (cut from the output). */
+  stop?: string[];
+  /** Called with each new piece of text of a row. */
+  onText?: (row: number, text: string) => void;
+  addSpecialTokens?: boolean;
+}
+
+export interface HubmoeModel {
+  readonly dir: string;
+  readonly spec: ModelSpec;
+  readonly device: Device;
+  readonly dtype: 'fp32' | 'fp16';
+  readonly tokenizer: TextTokenizer | undefined;
+  forward(ids: number[][], options?: ForwardOptions): Promise<Logits>;
+  generate(prompts: number[][], options?: GenerateOptions): Promise<GenerateResult>;
+  generateText(prompts: string | string[], options?: TextGenerateOptions): Promise<string[]>;
+  dispose(): Promise<void>;
+}
+
+async function exists(p: string): Promise<boolean> {
+  try {
+    await stat(p);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+export async function loadModel(dir: string, options: LoadOptions = {}): Promise<HubmoeModel> {
+  const device = options.device ?? 'cpu';
+  if (device !== 'cpu' && device !== 'cuda') throw new HubmoeError('BAD_ARGUMENT', `device must be cpu or cuda (got ${String(device)})`);
+  const spec = await loadSpec(dir);
+  const fp16Path = join(dir, 'onnx', 'model_fp16.onnx');
+  const fp32Path = join(dir, 'onnx', 'model.onnx');
+  const dtype = options.dtype ?? (device === 'cuda' && (await exists(fp16Path)) ? 'fp16' : 'fp32');
+  if (dtype === 'fp16' && device === 'cpu') {
+    throw new HubmoeError('BAD_ARGUMENT', 'fp16 models run on CUDA only (ONNX Runtime\'s CPU kernels for these ops are fp32); use the fp32 model on CPU');
+  }
+  const path = dtype === 'fp16' ? fp16Path : fp32Path;
+  if (!(await exists(path))) {
+    throw new HubmoeError('NOT_FOUND', `${path} is missing; convert with --dtype ${dtype === 'fp16' ? 'fp16' : 'fp32'} (or both)`);
+  }
+  const backend = await createBackend(path, { device, threads: options.threads });
+  const tokenizer = await loadTokenizer(dir);
+  return new Model(dir, spec, backend, dtype, tokenizer);
+}
+
+class Model implements HubmoeModel {
+  private readonly cacheInputs: string[];
+  private readonly padId: number;
+
+  constructor(
+    readonly dir: string,
+    readonly spec: ModelSpec,
+    private readonly backend: InferenceBackend,
+    readonly dtype: 'fp32' | 'fp16',
+    readonly tokenizer: TextTokenizer | undefined,
+  ) {
+    this.cacheInputs = backend.inputNames.filter((n) => n !== 'input_ids' && n !== 'attention_mask');
+    this.padId = spec.vocab.pad ?? 0;
+  }
+
+  get device(): Device {
+    return this.backend.device;
+  }
+
+  private checkIds(ids: number[][]): void {
+    if (!Array.isArray(ids) || ids.length === 0) throw new HubmoeError('BAD_ARGUMENT', 'expected a non-empty batch of token id rows');
+    const V = this.spec.vocab.padded_size;
+    ids.forEach((row, r) => {
+      if (!Array.isArray(row) || row.length === 0) throw new HubmoeError('BAD_ARGUMENT', `row ${r} is empty; every row needs at least one token`);
+      row.forEach((t, i) => {
+        if (!Number.isInteger(t) || t < 0 || t >= V) {
+          throw new HubmoeError('BAD_TOKEN_ID', `token ${JSON.stringify(t)} at row ${r}, position ${i} is not a valid id (the model has ${V} token ids: 0…${V - 1})`);
+        }
+      });
+    });
+  }
+
+  /** Left-pads rows to one length; returns ids, mask and the common length. */
+  private pad(ids: number[][], mask?: number[][]): { ids: BigInt64Array; mask: BigInt64Array; T: number } {
+    const T = Math.max(...ids.map((r) => r.length));
+    const B = ids.length;
+    const outIds = new BigInt64Array(B * T).fill(BigInt(this.padId));
+    const outMask = new BigInt64Array(B * T);
+    ids.forEach((row, r) => {
+      const off = T - row.length;
+      const m = mask?.[r];
+      if (m && m.length !== row.length) throw new HubmoeError('BAD_ARGUMENT', `attention mask row ${r} has ${m.length} entries for ${row.length} tokens`);
+      row.forEach((t, i) => {
+        outIds[r * T + off + i] = BigInt(t);
+        outMask[r * T + off + i] = m ? BigInt(m[i] ? 1 : 0) : 1n;
+      });
+    });
+    return { ids: outIds, mask: outMask, T };
+  }
+
+  private emptyCaches(B: number): Record<string, Tensor> {
+    const feeds: Record<string, Tensor> = {};
+    for (const name of this.cacheInputs) {
+      const shape = this.backend.inputShape(name).map((d) => (typeof d === 'number' ? d : d === 'batch_size' ? B : 0));
+      const n = shape.reduce((a, b) => a * b, 1);
+      feeds[name] = this.backend.inputType(name) === 'float16' ? new Tensor('float16', new Uint16Array(n), shape) : new Tensor('float32', new Float32Array(n), shape);
+    }
+    return feeds;
+  }
+
+  private nextCaches(out: Record<string, Tensor>): Record<string, Tensor> {
+    const feeds: Record<string, Tensor> = {};
+    for (const name of this.cacheInputs) {
+      const present = name.startsWith('past_key_values.') ? name.replace('past_key_values.', 'present.') : name.replace(/^past_/, 'present_');
+      const t = out[present];
+      if (!t) throw new HubmoeError('RUNTIME', `the model did not return ${present}`);
+      feeds[name] = t;
+    }
+    return feeds;
+  }
+
+  async forward(ids: number[][], options: ForwardOptions = {}): Promise<Logits> {
+    this.checkIds(ids);
+    const B = ids.length;
+    const { ids: flat, mask, T } = this.pad(ids, options.attentionMask);
+    const out = await this.backend.run({
+      input_ids: new Tensor('int64', flat, [B, T]),
+      attention_mask: new Tensor('int64', mask, [B, T]),
+      ...this.emptyCaches(B),
+    });
+    const logits = out.logits!;
+    return { data: logits.data as Float32Array, dims: logits.dims as [number, number, number] };
+  }
+
+  async generate(prompts: number[][], options: GenerateOptions = {}): Promise<GenerateResult> {
+    this.checkIds(prompts);
+    validateSampling(options);
+    const maxNew = options.maxNewTokens ?? 20;
+    if (!Number.isInteger(maxNew) || maxNew < 1) throw new HubmoeError('BAD_ARGUMENT', `max new tokens must be a positive integer (got ${maxNew})`);
+    const eos = new Set(options.ignoreEos ? [] : (options.eosTokenIds ?? this.spec.vocab.eos));
+    const stops = (options.stopSequences ?? []).filter((s) => s.length > 0);
+    const rng = makeRng(options.seed ?? (isSampling(options) ? Math.floor(Math.random() * 2 ** 32) : 0));
+    const B = prompts.length;
+    const V = this.spec.vocab.padded_size;
+    const { ids, mask: prefillMask, T } = this.pad(prompts);
+    const tokens: number[][] = prompts.map(() => []);
+    const reasons: FinishReason[] = prompts.map(() => 'length');
+    const done = prompts.map(() => false);
+    const stepLogits: Float32Array[] = [];
+    let mask = Array.from(prefillMask, (v) => Number(v));
+    let total = T;
+    let out = await this.backend.run({
+      input_ids: new Tensor('int64', ids, [B, T]),
+      attention_mask: new Tensor('int64', prefillMask, [B, T]),
+      ...this.emptyCaches(B),
+    });
+    let lastPos = T - 1;
+    let seqLen = T;
+    for (let step = 0; step < maxNew; step++) {
+      const logits = out.logits!.data as Float32Array;
+      const rows = new Float32Array(B * V);
+      for (let r = 0; r < B; r++) rows.set(logits.subarray((r * seqLen + lastPos) * V, (r * seqLen + lastPos + 1) * V), r * V);
+      if (options.outputLogits) stepLogits.push(rows.slice());
+      const next: number[] = [];
+      for (let r = 0; r < B; r++) {
+        if (done[r]) {
+          next.push(this.padId);
+          continue;
+        }
+        const tok = pickToken(rows.subarray(r * V, (r + 1) * V), this.spec.vocab.size, [...prompts[r]!, ...tokens[r]!], options, rng);
+        tokens[r]!.push(tok);
+        next.push(tok);
+        const stopHere = options.onToken?.({ row: r, token: tok, step }) === true;
+        if (eos.has(tok)) {
+          done[r] = true;
+          reasons[r] = 'eos';
+        } else if (stopHere || stops.some((s) => endsWith(tokens[r]!, s))) {
+          done[r] = true;
+          reasons[r] = 'stop';
+        }
+      }
+      if (done.every(Boolean) || step === maxNew - 1) break;
+      const newMask: number[] = [];
+      for (let r = 0; r < B; r++) newMask.push(...mask.slice(r * total, (r + 1) * total), 1);
+      mask = newMask;
+      total += 1;
+      out = await this.backend.run({
+        input_ids: new Tensor('int64', BigInt64Array.from(next, (t) => BigInt(t)), [B, 1]),
+        attention_mask: new Tensor('int64', BigInt64Array.from(mask, (v) => BigInt(v)), [B, total]),
+        ...this.nextCaches(out),
+      });
+      lastPos = 0;
+      seqLen = 1;
+    }
+    return { tokens, finishReasons: reasons, ...(options.outputLogits ? { logits: stepLogits } : {}) };
+  }
+
+  async generateText(prompts: string | string[], options: TextGenerateOptions = {}): Promise<string[]> {
+    const tok = this.tokenizer;
+    if (!tok) throw new HubmoeError('NOT_FOUND', `${this.dir}: the model dir has no tokenizer.json; pass token ids to generate() instead`);
+    const texts = Array.isArray(prompts) ? prompts : [prompts];
+    const ids = texts.map((t) => tok.encode(t, options.addSpecialTokens ?? true));
+    const emitted = texts.map(() => '');
+    const stopped = texts.map(() => false);
+    const stop = (options.stop ?? []).filter((s) => s.length > 0);
+    const generated: number[][] = texts.map(() => []);
+    const cut = (text: string): { text: string; hit: boolean } => {
+      let at = -1;
+      for (const s of stop) {
+        const i = text.indexOf(s);
+        if (i >= 0 && (at < 0 || i < at)) at = i;
+      }
+      return at >= 0 ? { text: text.slice(0, at), hit: true } : { text, hit: false };
+    };
+    await this.generate(ids, {
+      ...options,
+      onToken: ({ row, token }) => {
+        if (stopped[row]) return;
+        generated[row]!.push(token);
+        const full = cut(tok.decode(generated[row]!));
+        // Hold back a possible partial stop string and an incomplete UTF-8 sequence.
+        const hold = full.hit ? 0 : Math.max(0, ...stop.map((s) => s.length - 1));
+        const safe = full.text.endsWith('\uFFFD') ? full.text.slice(0, -1) : full.text;
+        const upto = Math.max(emitted[row]!.length, safe.length - hold);
+        if (upto > emitted[row]!.length) {
+          options.onText?.(row, safe.slice(emitted[row]!.length, upto));
+          emitted[row] = safe.slice(0, upto);
+        }
+        if (full.hit) stopped[row] = true;
+        return full.hit;
+      },
+    });
+    return generated.map((g, r) => {
+      const final = cut(tok.decode(g)).text;
+      if (final.length > emitted[r]!.length && final.startsWith(emitted[r]!)) options.onText?.(r, final.slice(emitted[r]!.length));
+      return final;
+    });
+  }
+
+  async dispose(): Promise<void> {
+    await this.backend.release();
+  }
+}
+
+function endsWith(seq: readonly number[], tail: readonly number[]): boolean {
+  if (tail.length > seq.length) return false;
+  for (let i = 0; i < tail.length; i++) if (seq[seq.length - tail.length + i] !== tail[i]) return false;
+  return true;
+}

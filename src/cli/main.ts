@@ -1,0 +1,190 @@
+/**
+ * The hubmoe command line: `hubmoe <verb> <repo-or-dir>`. Thin: parses options and calls the
+ * library. stdout carries only the result (a path, text, or JSON with --json); exit 0 on success,
+ * 1 on an error, 2 on a usage error.
+ */
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import yargs from 'yargs';
+import type { Argv } from 'yargs';
+import { hideBin } from 'yargs/helpers';
+import { convert } from '../convert.js';
+import type { ConvertDType } from '../convert.js';
+import { HubmoeError } from '../errors.js';
+import { formatInspect, inspect } from '../inspect.js';
+import { ACTIVATIONS, FAMILIES } from '../schema/spec.js';
+import type { Activation, Family } from '../schema/spec.js';
+import { PACKAGE_ROOT, VERSION } from '../version.js';
+import { loadModel } from '../../runtime/model.js';
+import type { TextGenerateOptions } from '../../runtime/model.js';
+import { colour, stderrLogger } from './output.js';
+
+class UsageError extends Error {}
+
+function out(text: string): void {
+  process.stdout.write(text.endsWith('\n') ? text : `${text}\n`);
+}
+
+function hubOptions<T>(y: Argv<T>) {
+  return y
+    .option('revision', { type: 'string', describe: 'Hub branch, tag or commit (default: main)' })
+    .option('token', { type: 'string', describe: 'Hub token (default: HF_TOKEN or the saved login)' })
+    .option('endpoint', { type: 'string', describe: 'Hub endpoint (default: HF_ENDPOINT or https://huggingface.co)' })
+    .option('cache-dir', { type: 'string', describe: 'Hub cache folder (default: HF_HUB_CACHE, or HF_HOME/hub)' })
+    .option('family', { choices: FAMILIES, describe: 'skip detection and read the source as this family' })
+    .option('tokenizer', { type: 'string', describe: 'take tokenizer files from this dir when the source has none' });
+}
+
+function sourceOptions(a: Record<string, unknown>, quiet = false) {
+  return {
+    revision: a.revision as string | undefined,
+    token: a.token as string | undefined,
+    endpoint: a.endpoint as string | undefined,
+    cacheDir: a['cache-dir'] as string | undefined,
+    family: a.family as Family | undefined,
+    tokenizer: a.tokenizer as string | undefined,
+    log: stderrLogger({ quiet }),
+  };
+}
+
+function sampling(y: Argv) {
+  return y
+    .option('max-new-tokens', { type: 'number', default: 32, describe: 'tokens to generate' })
+    .option('temperature', { type: 'number', describe: 'sampling temperature (0 or unset: greedy)' })
+    .option('top-k', { type: 'number', describe: 'sample from the k most likely tokens' })
+    .option('top-p', { type: 'number', describe: 'sample from the smallest set with this probability mass' })
+    .option('repetition-penalty', { type: 'number', describe: 'penalise tokens already present (> 1)' })
+    .option('seed', { type: 'number', describe: 'random seed for sampling' })
+    .option('stop', { type: 'string', array: true, describe: 'stop when this text appears (repeatable)' })
+    .option('device', { choices: ['cpu', 'cuda'] as const, default: 'cpu' as const, describe: 'where to run' });
+}
+
+function generateOptions(a: Record<string, unknown>): TextGenerateOptions {
+  return {
+    maxNewTokens: a['max-new-tokens'] as number,
+    temperature: a.temperature as number | undefined,
+    topK: a['top-k'] as number | undefined,
+    topP: a['top-p'] as number | undefined,
+    repetitionPenalty: a['repetition-penalty'] as number | undefined,
+    seed: a.seed as number | undefined,
+    stop: a.stop as string[] | undefined,
+  };
+}
+
+async function runGenerate(dir: string, prompt: string, a: Record<string, unknown>, json: boolean): Promise<void> {
+  const model = await loadModel(dir, { device: a.device as 'cpu' | 'cuda' });
+  try {
+    const opts = generateOptions(a);
+    if (json) {
+      const [text] = await model.generateText(prompt, opts);
+      out(JSON.stringify({ prompt, text }));
+    } else {
+      await model.generateText(prompt, { ...opts, onText: (_row, piece) => process.stdout.write(piece) });
+      process.stdout.write('\n');
+    }
+  } finally {
+    await model.dispose();
+  }
+}
+
+export function buildCli(argv: string[]) {
+  return yargs(argv)
+    .scriptName('hubmoe')
+    .version(VERSION)
+    .usage('$0 <command> [options]')
+    .command(
+      'convert <source>',
+      'convert a checkpoint (local dir or Hub repo id) to an ONNX model dir',
+      (y) =>
+        hubOptions(y)
+          .positional('source', { type: 'string', demandOption: true, describe: 'checkpoint dir or Hub repo id' })
+          .option('out', { type: 'string', demandOption: true, describe: 'output model dir' })
+          .option('dtype', { choices: ['fp32', 'fp16', 'both'] as const, default: 'fp32' as const, describe: 'fp32 for CPU, fp16 for CUDA' })
+          .option('target', { choices: ['portable', 'fused'] as const, default: 'portable' as const, describe: 'built-in ONNX Runtime ops, or hubmoe\'s fused ops' })
+          .option('expert-act', { choices: ACTIVATIONS, describe: 'override the expert activation (BlackMamba: silu for the paper\'s SwiGLU)' })
+          .option('dry-run', { type: 'boolean', default: false, describe: 'print the plan, write nothing' })
+          .option('overwrite', { type: 'boolean', default: false, describe: 'replace a non-empty --out' })
+          .option('json', { type: 'boolean', default: false, describe: 'print the result as JSON' }),
+      async (a) => {
+        const res = await convert(a.source, {
+          ...sourceOptions(a),
+          outDir: a.out,
+          dtype: a.dtype as ConvertDType,
+          target: a.target,
+          expertAct: a['expert-act'] as Activation | undefined,
+          dryRun: a['dry-run'],
+          overwrite: a.overwrite,
+        });
+        if (a.json) out(JSON.stringify(a['dry-run'] ? { plan: res.plan } : { outDir: res.outDir, files: res.files, spec: res.spec }, null, 2));
+        else if (a['dry-run']) {
+          out(formatInspect({ kind: 'checkpoint', spec: res.spec, plan: res.plan }));
+          out(`\nwould write to ${res.outDir}: ${res.plan.outputs.join(', ')}, config.json, hubmoe.json`);
+        } else out(res.outDir);
+      },
+    )
+    .command(
+      'generate <dir>',
+      'generate text with a converted model',
+      (y) =>
+        sampling(y)
+          .positional('dir', { type: 'string', demandOption: true, describe: 'model dir written by convert' })
+          .option('prompt', { type: 'string', demandOption: true, describe: 'prompt text' })
+          .option('json', { type: 'boolean', default: false, describe: 'print {prompt, text} as JSON' }),
+      async (a) => runGenerate(a.dir, a.prompt, a as Record<string, unknown>, a.json),
+    )
+    .command(
+      'inspect <source>',
+      'show family, parameters and the block table of a checkpoint or model dir',
+      (y) =>
+        hubOptions(y)
+          .positional('source', { type: 'string', demandOption: true })
+          .option('json', { type: 'boolean', default: false }),
+      async (a) => {
+        const res = await inspect(a.source, sourceOptions(a, true));
+        out(a.json ? JSON.stringify(res, null, 2) : formatInspect(res));
+      },
+    )
+    .command(
+      'demo',
+      'convert the bundled tiny Jamba checkpoint and generate from a prompt on CPU',
+      (y) =>
+        sampling(y)
+          .option('prompt', { type: 'string', default: 'The jury said', describe: 'prompt text' })
+          .option('out', { type: 'string', describe: 'where to write the model dir (default: a temp dir)' }),
+      async (a) => {
+        const log = stderrLogger();
+        const outDir = a.out ?? join(tmpdir(), `hubmoe-demo-${VERSION}`);
+        const source = join(PACKAGE_ROOT, 'fixtures', 'jamba-demo', 'checkpoint');
+        log.info(`converting the bundled tiny Jamba checkpoint (${source})`);
+        await convert(source, { outDir, overwrite: true, log });
+        log.info(`model dir: ${outDir}`);
+        log.info(colour(2, `prompt: ${a.prompt}`));
+        await runGenerate(outDir, a.prompt, a as Record<string, unknown>, false);
+      },
+    )
+    .demandCommand(1, 'name a command')
+    .strict()
+    .help()
+    .fail((msg, err) => {
+      if (err) throw err;
+      throw new UsageError(msg);
+    });
+}
+
+export async function main(argv = hideBin(process.argv)): Promise<number> {
+  try {
+    await buildCli(argv).parseAsync();
+    return 0;
+  } catch (err) {
+    if (err instanceof UsageError) {
+      process.stderr.write(`hubmoe: ${err.message}\nRun 'hubmoe --help' for usage.\n`);
+      return 2;
+    }
+    if (err instanceof HubmoeError) {
+      process.stderr.write(`${colour(31, 'hubmoe: error:')} ${err.message}\n`);
+      return 1;
+    }
+    process.stderr.write(`${colour(31, 'hubmoe: unexpected error:')} ${(err as Error)?.stack ?? String(err)}\n`);
+    return 1;
+  }
+}

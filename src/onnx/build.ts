@@ -1,0 +1,142 @@
+/**
+ * Builds the decoder graph for a ModelSpec: token embedding, the residual sub-blocks with their
+ * caches, final norm and LM head, with transformers.js input/output names:
+ *
+ *   inputs   input_ids [batch_size, sequence_length] int64,
+ *            attention_mask [batch_size, total_sequence_length] int64,
+ *            past_conv.{j} [batch_size, d_inner, d_conv-1], past_ssm.{j} [batch_size, d_inner, d_state]
+ *            (Mamba blocks), past_key_values.{j}.key|value [batch_size, kv_heads, past_sequence_length,
+ *            head_dim] (attention blocks)
+ *   outputs  logits [batch_size, sequence_length, vocab] fp32, present_conv.{j}, present_ssm.{j},
+ *            present.{j}.key|value
+ *
+ * `j` is the sub-block index in hubmoe.json. Caches are in the model's float type.
+ */
+import type { CanonicalTensors } from '../schema/canonical.js';
+import type { ModelSpec } from '../schema/spec.js';
+import { GraphBuilder } from './graph.js';
+import type { FloatDType } from './graph.js';
+import { TensorDataType } from './proto.js';
+import { lowerAttention } from './lower/attention.js';
+import { has, transposed, weight } from './lower/context.js';
+import type { ExportTarget, LowerContext } from './lower/context.js';
+import { lowerMamba } from './lower/mamba.js';
+import { lowerMlp } from './lower/mlp.js';
+import { lowerMoe } from './lower/moe.js';
+import { lowerNorm } from './lower/norm.js';
+
+const F32_MIN = -3.4028234663852886e38;
+
+export interface BuildOptions {
+  dtype: FloatDType;
+  target: ExportTarget;
+  options?: Record<string, string | number | boolean>;
+}
+
+/** Cache tensors of one block as the graph declares them. */
+export interface CacheSpec {
+  input: string;
+  output: string;
+  /** Shape with `batch_size` and, for KV caches, a past/total length dim. */
+  shape: Array<number | string>;
+}
+
+export function cacheSpecs(spec: ModelSpec): CacheSpec[] {
+  const out: CacheSpec[] = [];
+  spec.blocks.forEach((b, j) => {
+    const op = b.op;
+    if (op.kind === 'mamba') {
+      out.push({ input: `past_conv.${j}`, output: `present_conv.${j}`, shape: ['batch_size', op.d_inner, op.d_conv - 1] });
+      out.push({ input: `past_ssm.${j}`, output: `present_ssm.${j}`, shape: ['batch_size', op.d_inner, op.d_state] });
+    } else if (op.kind === 'attention') {
+      for (const kv of ['key', 'value']) {
+        out.push({ input: `past_key_values.${j}.${kv}`, output: `present.${j}.${kv}`, shape: ['batch_size', op.kv_heads, 'past_sequence_length', op.head_dim] });
+      }
+    }
+  });
+  return out;
+}
+
+export function buildGraph(spec: ModelSpec, tensors: CanonicalTensors, opts: BuildOptions): GraphBuilder {
+  const g = new GraphBuilder(opts.dtype);
+  const F = g.floatType;
+  const ids = g.input('input_ids', TensorDataType.INT64, ['batch_size', 'sequence_length']);
+  const mask = g.input('attention_mask', TensorDataType.INT64, ['batch_size', 'total_sequence_length']);
+  const caches = cacheSpecs(spec);
+  for (const c of caches) g.input(c.input, F, c.shape);
+
+  // The current positions' mask, [B, T, 1], in the float type.
+  const seqLen = g.op('Shape', [ids], { start: 1, end: 2 });
+  const maskCur = g.scope('mask', () => {
+    const maskF = g.op('Cast', [mask], { to: F });
+    const cur = g.op('Slice', [maskF, g.op('Neg', [seqLen]), g.ints([Number.MAX_SAFE_INTEGER]), g.ints([1])]);
+    return g.op('Unsqueeze', [cur, g.ints([2])]);
+  });
+  const ctx: LowerContext = { g, spec, tensors, target: opts.target, maskCur, options: opts.options ?? {} };
+  if (spec.blocks.some((b) => b.op.kind === 'attention')) {
+    ctx.attnBias = g.scope('attn_bias', () => {
+      // allowed[b, i, s] = mask[b, s] && s <= past + i, as fp32 0 / -max, shaped [B, 1, 1, T, S].
+      const total = g.op('Shape', [mask], { start: 1, end: 2 });
+      const past = g.op('Sub', [total, seqLen]);
+      const scalar = (v: string): string => g.op('Squeeze', [v, g.ints([0])]);
+      const qPos = g.op('Range', [scalar(past), scalar(total), g.int(1)]);
+      const kPos = g.op('Range', [g.int(0), scalar(total), g.int(1)]);
+      const causal = g.op('LessOrEqual', [g.op('Unsqueeze', [kPos, g.ints([0])]), g.op('Unsqueeze', [qPos, g.ints([1])])]);
+      const pad = g.op('Unsqueeze', [g.op('Cast', [mask], { to: TensorDataType.BOOL }), g.ints([1, 2, 3])]);
+      const allowed = g.op('And', [causal, pad]);
+      return g.op('Where', [allowed, g.scalar(0, TensorDataType.FLOAT), g.scalar(F32_MIN, TensorDataType.FLOAT)]);
+    });
+  }
+
+  let h = g.scope('embed', () => g.op('Gather', [weight(ctx, 'embed.weight'), ids], { axis: 0 }));
+  spec.blocks.forEach((block, j) => {
+    g.scope(`blocks.${j}`, () => {
+      const n = lowerNorm(ctx, h, `blocks.${j}.norm`, block.norm);
+      const op = block.op;
+      let y: string;
+      switch (op.kind) {
+        case 'mamba': {
+          const r = lowerMamba(ctx, n, j, op, { pastConv: `past_conv.${j}`, pastSsm: `past_ssm.${j}` });
+          g.output(`present_conv.${j}`, r.presentConv, F, ['batch_size', op.d_inner, op.d_conv - 1]);
+          g.output(`present_ssm.${j}`, r.presentSsm, F, ['batch_size', op.d_inner, op.d_state]);
+          y = r.y;
+          break;
+        }
+        case 'attention': {
+          const r = lowerAttention(ctx, n, j, op, { pastKey: `past_key_values.${j}.key`, pastValue: `past_key_values.${j}.value` });
+          const shape = ['batch_size', op.kv_heads, 'total_sequence_length', op.head_dim];
+          g.output(`present.${j}.key`, r.presentKey, F, shape);
+          g.output(`present.${j}.value`, r.presentValue, F, shape);
+          y = r.y;
+          break;
+        }
+        case 'mlp':
+          y = lowerMlp(ctx, n, j, op);
+          break;
+        case 'moe':
+          y = lowerMoe(ctx, n, j, op);
+          break;
+      }
+      h = g.op('Add', [h, y]);
+    });
+  });
+
+  let logits = g.scope('head', () => {
+    const n = lowerNorm(ctx, h, 'final_norm', spec.final_norm);
+    let out: string;
+    if (spec.tie_embeddings) {
+      // Gemm with transB reads the embedding matrix in place, so tied weights are stored once.
+      const flat = g.op('Reshape', [n, g.ints([-1, spec.hidden])]);
+      const prod = g.op('Gemm', [flat, weight(ctx, 'embed.weight')], { transB: 1 });
+      const shape = g.op('Concat', [g.op('Shape', [ids]), g.ints([spec.vocab.padded_size])], { axis: 0 });
+      out = g.op('Reshape', [prod, shape]);
+    } else {
+      out = g.op('MatMul', [n, transposed(ctx, 'lm_head.weight')]);
+    }
+    if (has(ctx, 'lm_head.bias')) out = g.op('Add', [out, weight(ctx, 'lm_head.bias')]);
+    return out;
+  });
+  if (F !== TensorDataType.FLOAT) logits = g.op('Cast', [logits], { to: TensorDataType.FLOAT });
+  g.output('logits', logits, TensorDataType.FLOAT, ['batch_size', 'sequence_length', spec.vocab.padded_size]);
+  return g;
+}

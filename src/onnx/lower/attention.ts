@@ -1,0 +1,49 @@
+/**
+ * Lowering of causal grouped-query attention without positional encoding (Jamba), with plain ONNX
+ * ops: scores and softmax in fp32 whatever the model dtype, the additive bias carrying both the
+ * causal and the padding mask, query heads grouped per KV head (head h reads KV head h / (A/KV)).
+ * KV caches are [batch, kv_heads, past_len, head_dim].
+ */
+import type { AttentionOp } from '../../schema/spec.js';
+import { TensorDataType } from '../proto.js';
+import { linear } from './context.js';
+import type { LowerContext } from './context.js';
+
+export interface AttentionCache {
+  pastKey: string;
+  pastValue: string;
+}
+
+export interface AttentionResult {
+  y: string;
+  presentKey: string;
+  presentValue: string;
+}
+
+export function lowerAttention(ctx: LowerContext, x: string, j: number, op: AttentionOp, cache: AttentionCache): AttentionResult {
+  const { g } = ctx;
+  const p = `blocks.${j}.attn`;
+  const { heads: A, kv_heads: KV, head_dim: Dh } = op;
+  const G = A / KV;
+  const split = (v: string, n: number): string =>
+    g.op('Transpose', [g.op('Reshape', [v, g.ints([0, 0, n, Dh])])], { perm: [0, 2, 1, 3] });
+  const q = split(linear(ctx, x, `${p}.q`), A);
+  const k = split(linear(ctx, x, `${p}.k`), KV);
+  const v = split(linear(ctx, x, `${p}.v`), KV);
+  const presentKey = g.op('Concat', [cache.pastKey, k], { axis: 2 });
+  const presentValue = g.op('Concat', [cache.pastValue, v], { axis: 2 });
+  // q: [B, A, T, Dh] → [B, KV, G, T, Dh]; k, v: [B, KV, S, Dh] → [B, KV, 1, S, Dh]
+  const q5 = g.op('Reshape', [q, g.ints([0, KV, G, -1, Dh])]);
+  const k5t = g.op('Transpose', [g.op('Unsqueeze', [presentKey, g.ints([2])])], { perm: [0, 1, 2, 4, 3] });
+  const v5 = g.op('Unsqueeze', [presentValue, g.ints([2])]);
+  let scores = g.op('MatMul', [q5, k5t]);
+  const fp16 = g.floatType === TensorDataType.FLOAT16;
+  if (fp16) scores = g.op('Cast', [scores], { to: TensorDataType.FLOAT });
+  scores = g.op('Mul', [scores, g.scalar(1 / Math.sqrt(Dh), TensorDataType.FLOAT)]);
+  scores = g.op('Add', [scores, ctx.attnBias!]);
+  let probs = g.op('Softmax', [scores], { axis: -1 });
+  if (fp16) probs = g.op('Cast', [probs], { to: TensorDataType.FLOAT16 });
+  const out5 = g.op('MatMul', [probs, v5]);
+  const merged = g.op('Reshape', [g.op('Transpose', [g.op('Reshape', [out5, g.ints([0, A, -1, Dh])])], { perm: [0, 2, 1, 3] }), g.ints([0, 0, A * Dh])]);
+  return { y: linear(ctx, merged, `${p}.o`), presentKey, presentValue };
+}

@@ -1,0 +1,157 @@
+/**
+ * Lowering of a mixture-of-experts block. Two forms, chosen per block:
+ *
+ * - `ort`: ONNX Runtime's com.microsoft MoE op. Its routing is softmax over all experts then top-k,
+ *   optionally renormalised; sigmoid top-1 routing (BlackMamba) becomes softmax top-1 renormalised
+ *   (weight 1, same argmax) times sigmoid(max logit). Its experts compute SwiGLU (gate and up rows
+ *   interleaved in fc1), SiLU, ReLU or tanh-GELU.
+ * - `gather`: plain ops for everything else (erf-GELU experts, GEGLU, sigmoid top-k > 1): routing
+ *   weights [T, X] built with TopK + ScatterElements, then per expert the routed rows are gathered,
+ *   run through the expert MLP, scaled and scatter-added into the output. Exact for any routing.
+ */
+import type { MoeOp } from '../../schema/spec.js';
+import { MS_DOMAIN } from '../graph.js';
+import type { WeightPart } from '../graph.js';
+import { activate } from './activation.js';
+import { expertRow, expertTransposed, has, linear, tensor, weight } from './context.js';
+import type { LowerContext } from './context.js';
+
+export type MoeLowering = 'ort' | 'gather';
+
+export function moeLowering(op: MoeOp): MoeLowering {
+  const e = op.expert;
+  const actOk = e.glu ? e.act === 'silu' : e.act === 'silu' || e.act === 'relu' || e.act === 'gelu_tanh';
+  const routeOk = op.router.act === 'softmax' || (op.router.act === 'sigmoid' && op.top_k === 1);
+  return actOk && routeOk ? 'ort' : 'gather';
+}
+
+export function lowerMoe(ctx: LowerContext, x: string, j: number, op: MoeOp): string {
+  const { g } = ctx;
+  const H = ctx.spec.hidden;
+  const x2 = g.op('Reshape', [x, g.ints([-1, H])]);
+  const logits = linear(ctx, x2, `blocks.${j}.moe.router`);
+  const y2 = moeLowering(op) === 'ort' ? lowerOrtMoe(ctx, x2, logits, j, op) : lowerGatherMoe(ctx, x2, logits, j, op);
+  return g.op('Reshape', [y2, g.op('Shape', [x])]);
+}
+
+/** fc1 for the MoE op: [X, 2I, H] with gate and up rows interleaved (swiglu_fusion=1), or up alone. */
+function fc1Weight(ctx: LowerContext, j: number, op: MoeOp): string {
+  const p = `blocks.${j}.moe`;
+  const up = tensor(ctx, `${p}.up.weight`);
+  if (!op.expert.glu) return weight(ctx, `${p}.up.weight`);
+  const gate = tensor(ctx, `${p}.gate.weight`);
+  const [X, I, H] = up.shape as [number, number, number];
+  const perExpert = (t: typeof up, e: number): WeightPart =>
+    t.parts.length === X ? t.parts[e]! : { elements: I * H, read: async () => (await readAll(t)).subarray(e * I * H, (e + 1) * I * H) };
+  const parts: WeightPart[] = [];
+  for (let e = 0; e < X; e++) {
+    const gp = perExpert(gate, e);
+    const upp = perExpert(up, e);
+    parts.push({
+      elements: 2 * I * H,
+      file: gp.file,
+      read: async () => interleaveRows(await gp.read(), await upp.read(), I, H),
+    });
+  }
+  return ctx.g.weight(`${p}.fc1_interleaved`, [X, 2 * I, H], parts);
+}
+
+function fc1Bias(ctx: LowerContext, j: number, op: MoeOp): string {
+  const p = `blocks.${j}.moe`;
+  if (!op.expert.glu) return weight(ctx, `${p}.up.bias`);
+  const gate = tensor(ctx, `${p}.gate.bias`);
+  const up = tensor(ctx, `${p}.up.bias`);
+  const [X, I] = up.shape as [number, number];
+  const part: WeightPart = {
+    elements: 2 * X * I,
+    read: async () => {
+      const gv = await readAll(gate);
+      const uv = await readAll(up);
+      const out = new Float32Array(2 * X * I);
+      for (let e = 0; e < X; e++) out.set(interleaveRows(gv.subarray(e * I, (e + 1) * I), uv.subarray(e * I, (e + 1) * I), I, 1), e * 2 * I);
+      return out;
+    },
+  };
+  return ctx.g.weight(`${p}.fc1_bias_interleaved`, [X, 2 * I], [part]);
+}
+
+async function readAll(t: { parts: WeightPart[] }): Promise<Float32Array> {
+  const n = t.parts.reduce((a, p) => a + p.elements, 0);
+  const out = new Float32Array(n);
+  let off = 0;
+  for (const p of t.parts) {
+    out.set(await p.read(), off);
+    off += p.elements;
+  }
+  return out;
+}
+
+/** Rows of `a` and `b` ([I, H] each) interleaved: a0, b0, a1, b1, … */
+export function interleaveRows(a: Float32Array, b: Float32Array, rows: number, cols: number): Float32Array {
+  const out = new Float32Array(2 * rows * cols);
+  for (let r = 0; r < rows; r++) {
+    out.set(a.subarray(r * cols, (r + 1) * cols), 2 * r * cols);
+    out.set(b.subarray(r * cols, (r + 1) * cols), (2 * r + 1) * cols);
+  }
+  return out;
+}
+
+function lowerOrtMoe(ctx: LowerContext, x2: string, logits: string, j: number, op: MoeOp): string {
+  const { g } = ctx;
+  const p = `blocks.${j}.moe`;
+  const e = op.expert;
+  const sigmoid = op.router.act === 'sigmoid';
+  const inputs = [
+    x2,
+    logits,
+    fc1Weight(ctx, j, op),
+    e.bias ? fc1Bias(ctx, j, op) : '',
+    weight(ctx, `${p}.down.weight`),
+    e.bias ? weight(ctx, `${p}.down.bias`) : '',
+  ];
+  const activation = e.glu ? 'swiglu' : e.act === 'gelu_tanh' ? 'gelu' : e.act;
+  const y = g.op(
+    'MoE',
+    inputs,
+    {
+      k: op.top_k,
+      normalize_routing_weights: sigmoid || op.router.renormalize ? 1 : 0,
+      activation_type: activation,
+      swiglu_fusion: e.glu ? 1 : undefined,
+      activation_alpha: e.glu ? { float: 1.0 } : undefined,
+      activation_beta: e.glu ? { float: 0.0 } : undefined,
+    },
+    MS_DOMAIN,
+  );
+  if (!sigmoid) return y;
+  const score = g.op('Sigmoid', [g.op('ReduceMax', [logits, g.ints([-1])], { keepdims: 1 })]);
+  return g.op('Mul', [y, score]);
+}
+
+function lowerGatherMoe(ctx: LowerContext, x2: string, logits: string, j: number, op: MoeOp): string {
+  const { g } = ctx;
+  const p = `blocks.${j}.moe`;
+  const scores = op.router.act === 'softmax' ? g.op('Softmax', [logits], { axis: -1 }) : g.op('Sigmoid', [logits]);
+  let [topv, topi] = g.node('TopK', [scores, g.ints([op.top_k])], { attrs: { axis: -1, largest: 1, sorted: 1 }, outputs: 2 }) as [string, string];
+  if (op.router.renormalize) topv = g.op('Div', [topv, g.op('ReduceSum', [topv, g.ints([-1])], { keepdims: 1 })]);
+  // Dense routing weights [T, X]: zero except at the chosen experts.
+  const routing = g.op('ScatterElements', [g.op('Mul', [scores, g.scalar(0)]), topi, topv], { axis: 1 });
+  let out = g.op('Mul', [x2, g.scalar(0)]);
+  for (let e = 0; e < op.experts; e++) {
+    g.scope(`expert${e}`, () => {
+      const we = g.op('Gather', [routing, g.int(e)], { axis: 1 }); // [T]
+      const rows = g.op('Reshape', [g.op('NonZero', [we]), g.ints([-1])]); // token indices routed to e
+      const xe = g.op('Gather', [x2, rows], { axis: 0 });
+      const lin = (name: string, v: string): string => {
+        let y = g.op('MatMul', [v, expertTransposed(ctx, `${p}.${name}.weight`, e)]);
+        if (has(ctx, `${p}.${name}.bias`)) y = g.op('Add', [y, expertRow(ctx, `${p}.${name}.bias`, e)]);
+        return y;
+      };
+      const up = lin('up', xe);
+      const h = op.expert.glu ? g.op('Mul', [activate(g, lin('gate', xe), op.expert.act), up]) : activate(g, up, op.expert.act);
+      const ye = g.op('Mul', [lin('down', h), g.op('Unsqueeze', [g.op('Gather', [we, rows], { axis: 0 }), g.ints([1])])]);
+      out = g.op('ScatterND', [out, g.op('Unsqueeze', [rows, g.ints([1])]), ye], { reduction: 'add' });
+    });
+  }
+  return out;
+}

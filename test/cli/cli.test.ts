@@ -1,0 +1,81 @@
+/** The CLI as users run it: `node bin/hubmoe.js …` (the compiled dist/, built by `npm test`). */
+import { spawnSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { ROOT, fixture, tempDir } from '../helpers.js';
+
+function hubmoe(args: string[], env: Record<string, string> = {}): { code: number | null; stdout: string; stderr: string } {
+  const r = spawnSync(process.execPath, [join(ROOT, 'bin', 'hubmoe.js'), ...args], { encoding: 'utf-8', env: { ...process.env, ...env, NO_COLOR: '1' } });
+  return { code: r.status, stdout: r.stdout, stderr: r.stderr };
+}
+
+describe('hubmoe CLI', () => {
+  it('is built', () => {
+    expect(existsSync(join(ROOT, 'dist', 'src', 'cli', 'main.js'))).toBe(true);
+  });
+
+  it('convert prints only the output path on stdout, progress on stderr', async () => {
+    const out = join(await tempDir(), 'model');
+    const r = hubmoe(['convert', fixture('jamba-odd', 'checkpoint'), '--out', out]);
+    expect(r.code).toBe(0);
+    expect(r.stdout).toBe(`${out}\n`);
+    expect(r.stderr).toMatch(/wrote onnx\/model\.onnx/);
+    const g = hubmoe(['generate', out, '--prompt', 'x', '--max-new-tokens', '3']);
+    // jamba-odd has no tokenizer.
+    expect(g.code).toBe(1);
+    expect(g.stderr).toMatch(/no tokenizer\.json/);
+  });
+
+  it('convert --dry-run --json prints the plan as JSON and writes nothing', async () => {
+    const dir = await tempDir();
+    const r = hubmoe(['convert', fixture('jamba-odd', 'checkpoint'), '--out', join(dir, 'm'), '--dry-run', '--json']);
+    expect(r.code).toBe(0);
+    const plan = JSON.parse(r.stdout).plan;
+    expect(plan.family).toBe('jamba');
+    expect(plan.files).toHaveLength(12);
+    expect(existsSync(join(dir, 'm'))).toBe(false);
+  });
+
+  it('inspect shows the family, parameter count and block table', () => {
+    const r = hubmoe(['inspect', fixture('jamba-demo', 'checkpoint')]);
+    expect(r.code).toBe(0);
+    expect(r.stdout).toMatch(/family\s+jamba/);
+    expect(r.stdout).toMatch(/parameters\s+[\d.]+[KM] \([\d.]+[KM] active per token\)/);
+    expect(r.stdout).toMatch(/\n\s+8\s+4\s+attention\s+4 heads, 2 KV heads, head_dim 16/);
+    expect(r.stdout).toMatch(/\n\s+3\s+1\s+moe\s+8 experts × 32, top-2 softmax/);
+    const j = hubmoe(['inspect', fixture('jamba-demo', 'checkpoint'), '--json']);
+    expect(JSON.parse(j.stdout).spec.blocks).toHaveLength(16);
+  });
+
+  it('generate streams text to stdout and --json wraps it', async () => {
+    const out = join(await tempDir(), 'model');
+    expect(hubmoe(['convert', fixture('jamba-demo', 'checkpoint'), '--out', out]).code).toBe(0);
+    const r = hubmoe(['generate', out, '--prompt', 'The jury', '--max-new-tokens', '5', '--json']);
+    expect(r.code).toBe(0);
+    const res = JSON.parse(r.stdout);
+    expect(res.prompt).toBe('The jury');
+    expect(typeof res.text).toBe('string');
+    const plain = hubmoe(['generate', out, '--prompt', 'The jury', '--max-new-tokens', '5']);
+    expect(plain.stdout).toBe(`${res.text}\n`);
+  });
+
+  it('demo converts the bundled model and generates', () => {
+    const r = hubmoe(['demo', '--max-new-tokens', '4']);
+    expect(r.code).toBe(0);
+    expect(r.stderr).toMatch(/converting the bundled tiny Jamba checkpoint/);
+    expect(r.stdout.length).toBeGreaterThan(0);
+  });
+
+  it('exits 2 on a usage error and 1 on a HubmoeError, with a message on stderr only', () => {
+    const usage = hubmoe(['convert']);
+    expect(usage.code).toBe(2);
+    expect(usage.stdout).toBe('');
+    expect(usage.stderr).toMatch(/Not enough non-option arguments|Missing required argument/);
+    const bad = hubmoe(['convert', '/nonexistent/dir', '--out', '/tmp/x']);
+    expect(bad.code).toBe(1);
+    expect(bad.stdout).toBe('');
+    expect(bad.stderr).toMatch(/hubmoe: error: \/nonexistent\/dir/);
+    expect(hubmoe(['frobnicate']).code).toBe(2);
+  });
+});
