@@ -5,10 +5,12 @@
  */
 import { HubmoeError } from '../src/errors.js';
 import type { Family } from '../src/schema/spec.js';
+import { blackmamba, moeMamba } from './blackmamba.js';
 import { jamba } from './jamba.js';
+import { mamba } from './mamba.js';
 import type { FamilyConverter, SourceConfig } from './types.js';
 
-export const CONVERTERS: FamilyConverter[] = [jamba];
+export const CONVERTERS: FamilyConverter[] = [jamba, blackmamba, moeMamba, mamba];
 
 export function converterFor(family: Family): FamilyConverter {
   const c = CONVERTERS.find((x) => x.family === family);

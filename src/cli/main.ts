@@ -9,10 +9,12 @@ import yargs from 'yargs';
 import type { Argv } from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import { convert } from '../convert.js';
+import { init } from '../init.js';
 import type { ConvertDType } from '../convert.js';
 import { HubmoeError } from '../errors.js';
 import { formatInspect, inspect } from '../inspect.js';
 import { ACTIVATIONS, FAMILIES } from '../schema/spec.js';
+import { readFile } from 'node:fs/promises';
 import type { Activation, Family } from '../schema/spec.js';
 import { PACKAGE_ROOT, VERSION } from '../version.js';
 import { loadModel } from '../../runtime/model.js';
@@ -120,6 +122,41 @@ export function buildCli(argv: string[]) {
           out(formatInspect({ kind: 'checkpoint', spec: res.spec, plan: res.plan }));
           out(`\nwould write to ${res.outDir}: ${res.plan.outputs.join(', ')}, config.json, hubmoe.json`);
         } else out(res.outDir);
+      },
+    )
+    .command(
+      'init',
+      'write a randomly initialised checkpoint (MoE-Mamba publishes no weights) in the BlackMamba layout',
+      (y) =>
+        y
+          .option('family', { choices: ['moe-mamba', 'blackmamba'] as const, default: 'moe-mamba' as const, describe: 'routing: moe-mamba = softmax top-1, blackmamba = sigmoid top-1' })
+          .option('out', { type: 'string', demandOption: true, describe: 'checkpoint dir to write' })
+          .option('config', { type: 'string', describe: 'a config.json in the BlackMamba layout to start from' })
+          .option('hidden', { type: 'number', describe: 'hidden size (default 512)' })
+          .option('layers', { type: 'number', describe: 'blocks, alternating Mamba and MoE (default 8)' })
+          .option('experts', { type: 'number', describe: 'experts per MoE block, 1-9 (the layout reads one digit; default 8)' })
+          .option('ffn', { type: 'number', describe: 'expert width (default 1536)' })
+          .option('vocab', { type: 'number', describe: 'vocabulary rows (default 50304)' })
+          .option('seed', { type: 'number', default: 0 })
+          .option('dtype', { choices: ['fp32', 'bf16'] as const, default: 'fp32' as const })
+          .option('overwrite', { type: 'boolean', default: false })
+          .option('json', { type: 'boolean', default: false }),
+      async (a) => {
+        const config: Record<string, unknown> = a.config ? (JSON.parse(await readFile(a.config, 'utf-8')) as Record<string, unknown>) : {};
+        if (a.hidden !== undefined) config.hidden_size = a.hidden;
+        if (a.ffn !== undefined) config.ffn_hidden_size = a.ffn;
+        if (a.vocab !== undefined) config.vocab_size = a.vocab;
+        if (a.layers !== undefined || a.experts !== undefined) {
+          const experts = a.experts ?? 8;
+          if (!Number.isInteger(experts) || experts < 1 || experts > 9) {
+            throw new HubmoeError('BAD_ARGUMENT', `--experts must be 1-9: the BlackMamba layout (mamba_moe_layers) records an expert count in one digit (got ${experts})`);
+          }
+          const layers = a.layers ?? 8;
+          config.num_layers = layers;
+          config.mamba_moe_layers = Array.from({ length: layers }, (_, i) => (i % 2 === 0 ? 'r' : String(experts)));
+        }
+        const res = await init({ family: a.family, outDir: a.out, config, seed: a.seed, dtype: a.dtype, overwrite: a.overwrite });
+        out(a.json ? JSON.stringify(res, null, 2) : res.outDir);
       },
     )
     .command(
