@@ -25,7 +25,7 @@ import type { TensorSource } from '../src/io/checkpoint.js';
 import type { CanonicalTensors } from '../src/schema/canonical.js';
 import { ACTIVATIONS, SCHEMA_VERSION } from '../src/schema/spec.js';
 import type { Activation, BlockSpec, Family, ModelSpec, NormSpec } from '../src/schema/spec.js';
-import { ConfigReader, TensorMapper, ceilDiv } from './common.js';
+import { ConfigReader, GPT_NEOX_TOKENIZER, TensorMapper, ceilDiv } from './common.js';
 import type { ConverterOptions, FamilyConverter, SourceConfig } from './types.js';
 
 /** MambaConfig's defaults for keys config.json may leave out. */
@@ -217,6 +217,7 @@ function tensors(spec: ModelSpec, source: TensorSource, src: SourceConfig): Cano
 }
 
 export const blackmamba: FamilyConverter = {
+  tokenizerRepo: GPT_NEOX_TOKENIZER,
   family: 'blackmamba',
   architectures: ['BlackMamba (Zyphra Megatron-style config: num_layers, state_size, conv_dimension, mamba_moe_layers; pytorch_model.bin)'],
   detect: (src) =>
@@ -226,6 +227,7 @@ export const blackmamba: FamilyConverter = {
 };
 
 export const moeMamba: FamilyConverter = {
+  tokenizerRepo: GPT_NEOX_TOKENIZER,
   family: 'moe-mamba',
   architectures: ['MoE-Mamba (the BlackMamba layout with routing_mode "top1": softmax top-1 Switch routing)'],
   detect: (src) =>

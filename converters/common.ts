@@ -149,6 +149,9 @@ export class TensorMapper {
   }
 }
 
+/** The tokenizer of BlackMamba and the state-spaces Mamba models (neither ships one). */
+export const GPT_NEOX_TOKENIZER = 'EleutherAI/gpt-neox-20b';
+
 export function ceilDiv(a: number, b: number): number {
   return Math.ceil(a / b);
 }

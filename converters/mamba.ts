@@ -9,7 +9,7 @@ import type { TensorSource } from '../src/io/checkpoint.js';
 import type { CanonicalTensors } from '../src/schema/canonical.js';
 import { SCHEMA_VERSION } from '../src/schema/spec.js';
 import type { MambaOp, ModelSpec, NormSpec } from '../src/schema/spec.js';
-import { ConfigReader, TensorMapper, ceilDiv } from './common.js';
+import { ConfigReader, GPT_NEOX_TOKENIZER, TensorMapper, ceilDiv } from './common.js';
 import type { ConverterOptions, FamilyConverter, JsonObject, SourceConfig } from './types.js';
 
 /** transformers' MambaConfig defaults. */
@@ -143,6 +143,7 @@ function tensors(spec: ModelSpec, source: TensorSource, src: SourceConfig): Cano
 }
 
 export const mamba: FamilyConverter = {
+  tokenizerRepo: GPT_NEOX_TOKENIZER,
   family: 'mamba',
   architectures: ['MambaForCausalLM (model_type "mamba")', 'state-spaces mamba_ssm checkpoints (d_model, n_layer, ssm_cfg)'],
   detect: (src) =>

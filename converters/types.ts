@@ -27,6 +27,8 @@ export interface FamilyConverter {
   /** What users call the architectures this converter reads (listed when detection fails). */
   architectures: string[];
   detect(src: SourceConfig): boolean;
+  /** Hub repo of the tokenizer the family uses when a checkpoint ships none. */
+  tokenizerRepo?: string;
   /** The spec, with `source` holding only what the config says (convert fills in files and revision). */
   toSpec(src: SourceConfig, options: ConverterOptions): ModelSpec;
   tensors(spec: ModelSpec, source: TensorSource, src: SourceConfig): CanonicalTensors;

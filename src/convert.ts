@@ -13,6 +13,7 @@ import { basename, dirname, join, resolve } from 'node:path';
 import { detectConverter, converterFor } from '../converters/registry.js';
 import type { SourceConfig } from '../converters/types.js';
 import { HubmoeError } from './errors.js';
+import { isRepoId, openHubStore } from './hub/index.js';
 import { LocalDirStore, openCheckpoint } from './io/checkpoint.js';
 import type { FileStore, TensorSource } from './io/checkpoint.js';
 import { silentLogger } from './log.js';
@@ -40,8 +41,10 @@ export interface SourceOptions {
   endpoint?: string;
   cacheDir?: string;
   offline?: boolean;
-  /** Where to take tokenizer files from when the source has none (a directory). */
+  /** Where to take tokenizer files from when the source has none (a directory or a Hub repo id). */
   tokenizer?: string;
+  /** Progress bars for downloads (default: on a terminal unless HF_HUB_DISABLE_PROGRESS_BARS). */
+  progress?: boolean;
   log?: Logger;
 }
 
@@ -109,9 +112,44 @@ async function isDirectory(p: string): Promise<boolean> {
   }
 }
 
-export async function openStore(source: string, _opts: SourceOptions): Promise<FileStore> {
+export async function openStore(source: string, opts: SourceOptions): Promise<FileStore> {
   if (await isDirectory(source)) return new LocalDirStore(resolve(source));
-  throw new HubmoeError('NOT_FOUND', `${source}: not a directory`);
+  if (isRepoId(source)) {
+    return openHubStore(source, {
+      revision: opts.revision,
+      token: opts.token,
+      endpoint: opts.endpoint,
+      cacheDir: opts.cacheDir,
+      offline: opts.offline,
+      progress: opts.progress,
+      log: opts.log,
+    });
+  }
+  throw new HubmoeError('NOT_FOUND', `${source}: no such directory, and not a Hub repo id (owner/name)`);
+}
+
+/**
+ * The tokenizer for a source that ships none (BlackMamba, the state-spaces Mamba checkpoints):
+ * `--tokenizer`, else the family's known tokenizer repo — from the Hub when the source itself comes
+ * from the Hub, else only if it is already in the local Hub cache (a local conversion never goes
+ * online by surprise).
+ */
+async function fallbackTokenizer(store: FileStore, repo: string | undefined, opts: SourceOptions): Promise<FileStore | undefined> {
+  const log = opts.log ?? silentLogger;
+  if (!repo) return undefined;
+  const remote = 'commit' in store;
+  try {
+    const tok = await openStore(repo, { ...opts, revision: undefined, offline: remote ? opts.offline : true });
+    if (!(await tok.list()).includes('tokenizer.json')) return undefined;
+    log.info(`tokenizer: ${repo} (${remote ? 'Hub' : 'local Hub cache'})`);
+    return tok;
+  } catch (err) {
+    log.warn(
+      `the source ships no tokenizer and ${repo} is ${remote ? `not reachable (${(err as Error).message})` : 'not in the local Hub cache'}; ` +
+        `pass --tokenizer DIR (a folder with tokenizer.json), or convert once with ${repo} downloaded (\`hubmoe convert\` of a Hub repo fetches it)`,
+    );
+    return undefined;
+  }
 }
 
 async function readConfig(store: FileStore): Promise<SourceConfig> {
@@ -157,7 +195,8 @@ export async function openSource(source: string, opts: SourceOptions & { expertA
     const tensors = converter.tensors(spec, checkpoint, config);
     checkCanonical(spec, tensors, store.label);
     let tokenizerStore: FileStore | undefined = config.files.includes('tokenizer.json') ? store : undefined;
-    if (opts.tokenizer) tokenizerStore = await openStore(opts.tokenizer, opts);
+    if (opts.tokenizer) tokenizerStore = await openStore(opts.tokenizer, { ...opts, revision: undefined });
+    else if (!tokenizerStore) tokenizerStore = await fallbackTokenizer(store, converter.tokenizerRepo, opts);
     if (tokenizerStore) {
       const size = tokenizerVocabSize(await tokenizerStore.readText('tokenizer.json').catch(() => ''));
       if (size !== undefined && size < spec.vocab.padded_size) spec.vocab.size = size;
@@ -301,6 +340,7 @@ export async function convert(source: string, options: ConvertOptions): Promise<
         const available = await opened.tokenizerStore.list();
         for (const f of TOKENIZER_FILES) {
           if (!available.includes(f)) continue;
+          await opened.tokenizerStore.prepare?.(f);
           const src = await opened.tokenizerStore.open(f);
           const data = await src.read(0, await src.size());
           await src.close();

@@ -9,6 +9,7 @@ import yargs from 'yargs';
 import type { Argv } from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import { convert } from '../convert.js';
+import { publish } from '../hub/index.js';
 import { init } from '../init.js';
 import type { ConvertDType } from '../convert.js';
 import { HubmoeError } from '../errors.js';
@@ -33,8 +34,10 @@ function hubOptions<T>(y: Argv<T>) {
     .option('token', { type: 'string', describe: 'Hub token (default: HF_TOKEN or the saved login)' })
     .option('endpoint', { type: 'string', describe: 'Hub endpoint (default: HF_ENDPOINT or https://huggingface.co)' })
     .option('cache-dir', { type: 'string', describe: 'Hub cache folder (default: HF_HUB_CACHE, or HF_HOME/hub)' })
+    .option('offline', { type: 'boolean', describe: 'use the Hub cache only (also HF_HUB_OFFLINE=1)' })
+    .option('progress', { type: 'boolean', describe: 'progress bars on stderr (--no-progress to hide; also HF_HUB_DISABLE_PROGRESS_BARS)' })
     .option('family', { choices: FAMILIES, describe: 'skip detection and read the source as this family' })
-    .option('tokenizer', { type: 'string', describe: 'take tokenizer files from this dir when the source has none' });
+    .option('tokenizer', { type: 'string', describe: 'take tokenizer files from this dir or Hub repo when the source has none' });
 }
 
 function sourceOptions(a: Record<string, unknown>, quiet = false) {
@@ -43,6 +46,8 @@ function sourceOptions(a: Record<string, unknown>, quiet = false) {
     token: a.token as string | undefined,
     endpoint: a.endpoint as string | undefined,
     cacheDir: a['cache-dir'] as string | undefined,
+    offline: a.offline as boolean | undefined,
+    progress: a.progress as boolean | undefined,
     family: a.family as Family | undefined,
     tokenizer: a.tokenizer as string | undefined,
     log: stderrLogger({ quiet }),
@@ -122,6 +127,39 @@ export function buildCli(argv: string[]) {
           out(formatInspect({ kind: 'checkpoint', spec: res.spec, plan: res.plan }));
           out(`\nwould write to ${res.outDir}: ${res.plan.outputs.join(', ')}, config.json, hubmoe.json`);
         } else out(res.outDir);
+      },
+    )
+    .command(
+      'publish <dir> <repo>',
+      'upload a converted model dir to the Hub in one commit, with a model card',
+      (y) =>
+        y
+          .positional('dir', { type: 'string', demandOption: true, describe: 'model dir written by convert' })
+          .positional('repo', { type: 'string', demandOption: true, describe: 'Hub repo id (owner/name)' })
+          .option('private', { type: 'boolean', default: false, describe: 'create the repo private' })
+          .option('branch', { type: 'string', describe: 'target branch (created when missing; default main)' })
+          .option('create-pr', { type: 'boolean', default: false, describe: 'open a pull request instead of committing' })
+          .option('commit-message', { type: 'string', describe: 'commit title' })
+          .option('license', { type: 'string', describe: 'license id for the model card' })
+          .option('dry-run', { type: 'boolean', default: false, describe: 'list what would be uploaded; change nothing' })
+          .option('token', { type: 'string', describe: 'Hub token with write access (default: HF_TOKEN or the saved login)' })
+          .option('endpoint', { type: 'string', describe: 'Hub endpoint (default: HF_ENDPOINT or https://huggingface.co)' })
+          .option('json', { type: 'boolean', default: false }),
+      async (a) => {
+        const log = stderrLogger();
+        const res = await publish(a.dir, a.repo, {
+          private: a.private,
+          branch: a.branch,
+          createPr: a['create-pr'],
+          commitMessage: a['commit-message'],
+          license: a.license,
+          dryRun: a['dry-run'],
+          token: a.token,
+          endpoint: a.endpoint,
+          log,
+        });
+        if (a.json) out(JSON.stringify(res, null, 2));
+        else out(res.prUrl ?? res.commitUrl ?? `https://huggingface.co/${a.repo}`);
       },
     )
     .command(

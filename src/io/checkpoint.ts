@@ -259,7 +259,9 @@ async function probe(store: FileStore, file: string): Promise<boolean> {
     await s.size();
     await s.close();
     return true;
-  } catch {
+  } catch (err) {
+    // Offline, auth or network problems say more than "missing".
+    if (err instanceof HubmoeError && err.code.startsWith('HUB_')) throw err;
     return false;
   }
 }
