@@ -4,6 +4,7 @@
  * HF_HUB_OFFLINE works from the cache; and a converted model dir published to the Hub downloads
  * back and runs (publish → convert round trip).
  */
+import { execFile } from 'node:child_process';
 import { readFile, readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -12,7 +13,7 @@ import { HubmoeError } from '../../src/errors.js';
 import { openHubStore } from '../../src/hub/store.js';
 import { publish } from '../../src/hub/publish.js';
 import { loadModel } from '../../runtime/model.js';
-import { PARITY, Reference, fixture, relError } from '../helpers.js';
+import { PARITY, ROOT, Reference, fixture, relError } from '../helpers.js';
 import { captureLogger, hubInput, makeTempDir } from './helpers.js';
 import { startHubServer } from './server.js';
 import type { HubServer } from './server.js';
@@ -103,6 +104,29 @@ describe('convert <repo-id>', () => {
     expect((e2 as HubmoeError).code).toBe('HUB_NOT_FOUND');
     expect((e2 as HubmoeError).message).toMatch(/v9/);
     expect(await readdir(work)).not.toContain('x');
+  });
+});
+
+describe('the CLI with a Hub source', () => {
+  it('inspect --json and convert --dry-run take --endpoint / --cache-dir and keep stdout for the result', async () => {
+    const cache = join(work, 'cache-cli');
+    const run = (args: string[]) =>
+      new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve) => {
+        execFile(process.execPath, [join(ROOT, 'bin', 'hubmoe.js'), ...args, '--endpoint', server.url, '--cache-dir', cache], { env: { ...process.env, HF_TOKEN: '', NO_COLOR: '1' } }, (err, stdout, stderr) =>
+          resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stdout, stderr }),
+        );
+      });
+    const inspect = await run(['inspect', 'ai21labs/jamba-odd', '--json']);
+    expect(inspect.code).toBe(0);
+    expect(JSON.parse(inspect.stdout).spec.source).toMatchObject({ repo: 'ai21labs/jamba-odd', commit });
+    const dry = await run(['convert', 'ai21labs/jamba-odd', '--out', join(work, 'cli-out'), '--dry-run']);
+    expect(dry.code).toBe(0);
+    expect(dry.stdout).toMatch(/family\s+jamba/);
+    expect(dry.stdout).toMatch(/files\s+12/);
+    const missing = await run(['inspect', 'nobody/nothing']);
+    expect(missing.code).toBe(1);
+    expect(missing.stdout).toBe('');
+    expect(missing.stderr).toMatch(/nobody\/nothing/);
   });
 });
 
