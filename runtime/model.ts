@@ -10,8 +10,8 @@ import { join } from 'node:path';
 import { HubmoeError } from '../src/errors.js';
 import type { ModelSpec } from '../src/schema/spec.js';
 import { loadSpec } from '../src/schema/load.js';
-import { Tensor, createBackend } from './backend.js';
-import type { Device, InferenceBackend } from './backend.js';
+import { Tensor, createBackend, isDeviceValue } from './backend.js';
+import type { BackendName, Device, HostValue, InferenceBackend, Value } from './backend.js';
 import { isSampling, makeRng, pickToken, validateSampling } from './sampling.js';
 import type { SamplingOptions } from './sampling.js';
 import { loadTokenizer } from './tokenizer.js';
@@ -23,6 +23,13 @@ export interface LoadOptions {
   dtype?: 'fp32' | 'fp16';
   /** CPU threads (default: ONNX Runtime's choice). */
   threads?: number;
+  /**
+   * 'native' (hubmoe's addon: caches stay on the GPU, custom ops) or 'onnxruntime-node'. Default:
+   * native for fused models and, when it is built, for CUDA; onnxruntime-node otherwise.
+   */
+  backend?: BackendName;
+  /** CUDA provider options for the native backend (e.g. { gpu_mem_limit: 8e9 }). */
+  cudaOptions?: Record<string, string | number | boolean>;
 }
 
 export interface Logits {
@@ -79,6 +86,8 @@ export interface HubmoeModel {
   readonly spec: ModelSpec;
   readonly device: Device;
   readonly dtype: 'fp32' | 'fp16';
+  /** The backend running the model. */
+  readonly backendName: BackendName;
   readonly tokenizer: TextTokenizer | undefined;
   forward(ids: number[][], options?: ForwardOptions): Promise<Logits>;
   generate(prompts: number[][], options?: GenerateOptions): Promise<GenerateResult>;
@@ -109,13 +118,20 @@ export async function loadModel(dir: string, options: LoadOptions = {}): Promise
   if (!(await exists(path))) {
     throw new HubmoeError('NOT_FOUND', `${path} is missing; convert with --dtype ${dtype === 'fp16' ? 'fp16' : 'fp32'} (or both)`);
   }
-  const backend = await createBackend(path, { device, threads: options.threads });
+  const backend = await createBackend(path, {
+    device,
+    threads: options.threads,
+    backend: options.backend,
+    cudaOptions: options.cudaOptions,
+    customOps: spec.export?.target === 'fused',
+  });
   const tokenizer = await loadTokenizer(dir);
   return new Model(dir, spec, backend, dtype, tokenizer);
 }
 
 class Model implements HubmoeModel {
   private readonly cacheInputs: string[];
+  private readonly cacheOutputs: string[];
   private readonly padId: number;
 
   constructor(
@@ -126,11 +142,21 @@ class Model implements HubmoeModel {
     readonly tokenizer: TextTokenizer | undefined,
   ) {
     this.cacheInputs = backend.inputNames.filter((n) => n !== 'input_ids' && n !== 'attention_mask');
+    this.cacheOutputs = this.cacheInputs.map(presentName);
     this.padId = spec.vocab.pad ?? 0;
   }
 
   get device(): Device {
     return this.backend.device;
+  }
+
+  get backendName(): BackendName {
+    return this.backend.name;
+  }
+
+  /** One run; caches stay on the device where the backend can keep them there. */
+  private run(feeds: Record<string, Value>): Promise<Record<string, Value>> {
+    return this.backend.run(feeds, this.cacheOutputs);
   }
 
   private checkIds(ids: number[][]): void {
@@ -164,8 +190,8 @@ class Model implements HubmoeModel {
     return { ids: outIds, mask: outMask, T };
   }
 
-  private emptyCaches(B: number): Record<string, Tensor> {
-    const feeds: Record<string, Tensor> = {};
+  private emptyCaches(B: number): Record<string, Value> {
+    const feeds: Record<string, Value> = {};
     for (const name of this.cacheInputs) {
       const shape = this.backend.inputShape(name).map((d) => (typeof d === 'number' ? d : d === 'batch_size' ? B : 0));
       const n = shape.reduce((a, b) => a * b, 1);
@@ -174,14 +200,13 @@ class Model implements HubmoeModel {
     return feeds;
   }
 
-  private nextCaches(out: Record<string, Tensor>): Record<string, Tensor> {
-    const feeds: Record<string, Tensor> = {};
-    for (const name of this.cacheInputs) {
-      const present = name.startsWith('past_key_values.') ? name.replace('past_key_values.', 'present.') : name.replace(/^past_/, 'present_');
-      const t = out[present];
-      if (!t) throw new HubmoeError('RUNTIME', `the model did not return ${present}`);
+  private nextCaches(out: Record<string, Value>): Record<string, Value> {
+    const feeds: Record<string, Value> = {};
+    this.cacheInputs.forEach((name, i) => {
+      const t = out[this.cacheOutputs[i]!];
+      if (!t) throw new HubmoeError('RUNTIME', `the model did not return ${this.cacheOutputs[i]}`);
       feeds[name] = t;
-    }
+    });
     return feeds;
   }
 
@@ -189,12 +214,13 @@ class Model implements HubmoeModel {
     this.checkIds(ids);
     const B = ids.length;
     const { ids: flat, mask, T } = this.pad(ids, options.attentionMask);
-    const out = await this.backend.run({
+    const out = await this.run({
       input_ids: new Tensor('int64', flat, [B, T]),
       attention_mask: new Tensor('int64', mask, [B, T]),
       ...this.emptyCaches(B),
     });
-    const logits = out.logits!;
+    disposeAll(out);
+    const logits = hostLogits(out);
     return { data: logits.data as Float32Array, dims: logits.dims as [number, number, number] };
   }
 
@@ -215,15 +241,16 @@ class Model implements HubmoeModel {
     const stepLogits: Float32Array[] = [];
     let mask = Array.from(prefillMask, (v) => Number(v));
     let total = T;
-    let out = await this.backend.run({
+    let out = await this.run({
       input_ids: new Tensor('int64', ids, [B, T]),
       attention_mask: new Tensor('int64', prefillMask, [B, T]),
       ...this.emptyCaches(B),
     });
     let lastPos = T - 1;
     let seqLen = T;
+    try {
     for (let step = 0; step < maxNew; step++) {
-      const logits = out.logits!.data as Float32Array;
+      const logits = hostLogits(out).data as Float32Array;
       const rows = new Float32Array(B * V);
       for (let r = 0; r < B; r++) rows.set(logits.subarray((r * seqLen + lastPos) * V, (r * seqLen + lastPos + 1) * V), r * V);
       if (options.outputLogits) stepLogits.push(rows.slice());
@@ -250,13 +277,18 @@ class Model implements HubmoeModel {
       for (let r = 0; r < B; r++) newMask.push(...mask.slice(r * total, (r + 1) * total), 1);
       mask = newMask;
       total += 1;
-      out = await this.backend.run({
+      const previous = out;
+      out = await this.run({
         input_ids: new Tensor('int64', BigInt64Array.from(next, (t) => BigInt(t)), [B, 1]),
         attention_mask: new Tensor('int64', BigInt64Array.from(mask, (v) => BigInt(v)), [B, total]),
-        ...this.nextCaches(out),
+        ...this.nextCaches(previous),
       });
+      disposeAll(previous);
       lastPos = 0;
       seqLen = 1;
+    }
+    } finally {
+      disposeAll(out);
     }
     return { tokens, finishReasons: reasons, ...(options.outputLogits ? { logits: stepLogits } : {}) };
   }
@@ -306,6 +338,21 @@ class Model implements HubmoeModel {
   async dispose(): Promise<void> {
     await this.backend.release();
   }
+}
+
+function presentName(past: string): string {
+  return past.startsWith('past_key_values.') ? past.replace('past_key_values.', 'present.') : past.replace(/^past_/, 'present_');
+}
+
+function hostLogits(out: Record<string, Value>): HostValue {
+  const l = out.logits;
+  if (!l || isDeviceValue(l)) throw new HubmoeError('RUNTIME', 'the model returned no host logits');
+  return l;
+}
+
+/** Frees the device values of a run's outputs (cache values on the native backend). */
+function disposeAll(out: Record<string, Value>): void {
+  for (const v of Object.values(out)) if (isDeviceValue(v)) v.dispose();
 }
 
 function endsWith(seq: readonly number[], tail: readonly number[]): boolean {

@@ -9,7 +9,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { convert } from '../../src/convert.js';
 import type { ConvertOptions } from '../../src/convert.js';
 import { loadModel } from '../../runtime/model.js';
-import type { HubmoeModel } from '../../runtime/model.js';
+import type { HubmoeModel, LoadOptions } from '../../runtime/model.js';
 import { PARITY, Reference, fixture, relError, tempDir } from '../helpers.js';
 
 export interface ParityCase {
@@ -23,10 +23,14 @@ export interface ParityCase {
    * the reference's padded run; 'alone' compares the padded row with the reference's row run alone.
    */
   padded?: 'reference' | 'alone';
+  /** How to load the converted model (default: CPU, onnxruntime-node). */
+  load?: LoadOptions;
+  /** Suffix of the test title (to tell variants apart). */
+  variant?: string;
 }
 
 export function parityCase(c: ParityCase): void {
-  describe(`parity: ${c.name}`, () => {
+  describe(`parity: ${c.name}${c.variant ? ` (${c.variant})` : ''}`, () => {
     let model: HubmoeModel;
     let ref: Reference;
 
@@ -34,13 +38,19 @@ export function parityCase(c: ParityCase): void {
       const dir = await tempDir();
       const outDir = join(dir, 'model');
       await convert(fixture(c.name, 'checkpoint'), { outDir, ...c.convert });
-      model = await loadModel(outDir, { threads: 1 });
+      model = await loadModel(outDir, { threads: 1, ...c.load });
       ref = await Reference.open(c.reference ?? c.name);
     });
     afterAll(async () => {
       await model?.dispose();
       await ref?.close();
     });
+
+    if (c.load?.backend) {
+      it(`runs on the ${c.load.backend} backend`, () => {
+        expect(model.backendName).toBe(c.load!.backend);
+      });
+    }
 
     it('logits of a batch equal the reference', async () => {
       const ids = await ref.rows('input_ids');

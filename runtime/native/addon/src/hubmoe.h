@@ -1,0 +1,160 @@
+// hubmoe native addon: shared declarations.
+//
+// ONNX Runtime is loaded at run time (ort.cc), so every Ort:: call needs init() to have run first;
+// EnsureOrt() guards the entry points. ORT_API_MANUAL_INIT comes from binding.gyp so that every
+// translation unit sees the same Ort::Global<void>::api_ definition.
+#pragma once
+
+#include <napi.h>
+#include <onnxruntime_cxx_api.h>
+
+#include <deque>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace hubmoe {
+
+// ---- ort.cc: loading ONNX Runtime, the process env, CUDA copies ----
+
+// Loads libonnxruntime from `path` (once per process) and initialises the C++ API at ORT_API_VERSION.
+// Throws std::runtime_error with a readable message.
+void LoadOrt(const std::string& path);
+bool OrtLoaded();
+const std::string& OrtLibraryPath();
+// ORT's own version string (Ort::GetVersionString() would need OrtGetApiBase linked in).
+std::string OrtVersionString();
+// Throws a JS Error when init() has not run.
+void EnsureOrt(Napi::Env env);
+// The process-wide OrtEnv (ORT hands back the one onnxruntime-node created, if any). Never released.
+Ort::Env& ProcessEnv();
+// Copies `bytes` from CUDA memory on `device_id` to host memory, through the CUDA runtime that the
+// CUDA execution provider loaded. Throws std::runtime_error when no CUDA runtime can be found.
+void CopyCudaToHost(void* dst, const void* src, size_t bytes, int device_id);
+
+// ---- tensor.cc: element types and host tensors ----
+
+// onnxruntime-common's name for an element type ('float32', 'int64', …); "unknown" for others.
+const char* ElementTypeName(ONNXTensorElementDataType type);
+// The reverse; ONNX_TENSOR_ELEMENT_DATA_TYPE_UNDEFINED for names it does not know.
+ONNXTensorElementDataType ElementTypeFromName(const std::string& name);
+// Bytes per element, 0 for types without a fixed size (string).
+size_t ElementSize(ONNXTensorElementDataType type);
+
+// An error raised while reading JS arguments; the addon rejects with code 'BAD_ARGUMENT'.
+struct ArgumentError : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+// A host tensor read from JS ({ type, dims, data }) as an Ort::Value over the JS memory (no copy).
+// `keep` must be held (and released on the main thread) for as long as the value is in use.
+struct HostFeed {
+  Ort::Value value{nullptr};
+  std::unique_ptr<Napi::Reference<Napi::Value>> keep;
+};
+HostFeed ReadHostTensor(Napi::Env env, const std::string& name, Napi::Value v);
+// A JS host tensor { type, dims, data } holding a copy of a CPU-resident tensor's bytes.
+Napi::Object MakeHostTensor(Napi::Env env, const char* type_name, ONNXTensorElementDataType type,
+                            const std::vector<int64_t>& dims, const void* data, size_t bytes);
+Napi::Array DimsToJs(Napi::Env env, const std::vector<int64_t>& dims);
+
+// Errors handed to JS carry a `code`: 'ORT' (with `ortCode`), 'BAD_ARGUMENT', 'DISPOSED', 'RELEASED',
+// 'NOT_INITIALIZED', 'LOAD' or 'CUDA'.
+Napi::Error MakeError(Napi::Env env, const std::string& code, const std::string& message, int ort_code = -1);
+
+// ---- session.cc / device_value.cc ----
+
+// What a session's device values share with it: a device value keeps the session (and so the
+// allocator its memory came from) alive until the value is freed.
+struct ValueInfo {
+  std::string name;
+  bool is_tensor = false;
+  ONNXTensorElementDataType type = ONNX_TENSOR_ELEMENT_DATA_TYPE_UNDEFINED;
+  std::vector<int64_t> shape;          // -1 for a dynamic dim
+  std::vector<std::string> symbolic;   // the dim's name, or "" when it has none
+};
+
+struct SessionCore {
+  std::unique_ptr<Ort::Session> session;
+  std::vector<ValueInfo> inputs, outputs;
+  std::string device;  // "cpu" | "cuda"
+  int device_id = 0;
+};
+
+// An OrtValue handed to JS as a DeviceValue. Held through shared_ptr so that a run in flight keeps
+// it alive even when JS disposes of the handle meanwhile.
+struct HeldValue {
+  Ort::Value value{nullptr};
+  std::shared_ptr<SessionCore> owner;
+};
+
+class DeviceValue : public Napi::ObjectWrap<DeviceValue> {
+ public:
+  static Napi::Function Define(Napi::Env env);
+  static Napi::Object Wrap(Napi::Env env, std::shared_ptr<HeldValue> held);
+  static bool Is(Napi::Env env, Napi::Value v);
+  static DeviceValue* Unwrap(Napi::Object o) { return Napi::ObjectWrap<DeviceValue>::Unwrap(o); }
+
+  explicit DeviceValue(const Napi::CallbackInfo& info);
+  // The held value, or null when disposed.
+  std::shared_ptr<HeldValue> held() const { return held_; }
+
+ private:
+  Napi::Value GetType(const Napi::CallbackInfo& info);
+  Napi::Value GetDims(const Napi::CallbackInfo& info);
+  Napi::Value GetLocation(const Napi::CallbackInfo& info);
+  Napi::Value GetDeviceId(const Napi::CallbackInfo& info);
+  Napi::Value GetDisposed(const Napi::CallbackInfo& info);
+  Napi::Value Download(const Napi::CallbackInfo& info);
+  Napi::Value Dispose(const Napi::CallbackInfo& info);
+
+  std::shared_ptr<HeldValue> held_;
+  std::string type_;
+  std::vector<int64_t> dims_;
+  std::string location_;
+  int device_id_ = 0;
+};
+
+class Session : public Napi::ObjectWrap<Session> {
+ public:
+  static Napi::Function Define(Napi::Env env);
+  static Napi::Object Wrap(Napi::Env env, std::shared_ptr<SessionCore> core);
+
+  explicit Session(const Napi::CallbackInfo& info);
+  // Called on the main thread when a run settles: starts the next queued run, if any.
+  void RunFinished();
+
+ private:
+  Napi::Value Run(const Napi::CallbackInfo& info);
+  Napi::Value Release(const Napi::CallbackInfo& info);
+  Napi::Value EndProfiling(const Napi::CallbackInfo& info);
+  Napi::Value GetInputNames(const Napi::CallbackInfo& info);
+  Napi::Value GetOutputNames(const Napi::CallbackInfo& info);
+  Napi::Value GetInputMetadata(const Napi::CallbackInfo& info);
+  Napi::Value GetOutputMetadata(const Napi::CallbackInfo& info);
+  Napi::Value GetDevice(const Napi::CallbackInfo& info);
+  Napi::Value GetDeviceId(const Napi::CallbackInfo& info);
+  Napi::Value GetBusy(const Napi::CallbackInfo& info);
+  Napi::Value GetReleased(const Napi::CallbackInfo& info);
+
+  std::shared_ptr<SessionCore> core_;
+  std::string device_;
+  int device_id_ = 0;
+  std::vector<std::string> input_names_, output_names_;
+  Napi::ObjectReference input_meta_, output_meta_;
+  // Runs are serialised: one in flight, the others waiting here with their feeds already captured
+  // (so a device value disposed after run() was called is still fed).
+  bool busy_ = false;
+  std::deque<Napi::AsyncWorker*> pending_;
+};
+
+// Starts session creation on a worker thread; resolves to a Session object.
+Napi::Value CreateSession(const Napi::CallbackInfo& info);
+
+// Per-env (per Node worker) constructors.
+struct AddonData {
+  Napi::FunctionReference session_ctor;
+  Napi::FunctionReference device_value_ctor;
+};
+
+}  // namespace hubmoe
