@@ -10,6 +10,7 @@ import type { Argv } from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import { convert } from '../convert.js';
 import { publish } from '../hub/index.js';
+import { doctor, formatDoctor } from '../doctor.js';
 import { init } from '../init.js';
 import type { ConvertDType } from '../convert.js';
 import { HubmoeError } from '../errors.js';
@@ -217,6 +218,15 @@ export function buildCli(argv: string[]) {
       async (a) => {
         const res = await inspect(a.source, sourceOptions(a, true));
         out(a.json ? JSON.stringify(res, null, 2) : formatInspect(res));
+      },
+    )
+    .command(
+      'doctor',
+      'report what this installation can run (CPU, CUDA, native backend, custom ops) and how to get what is missing',
+      (y) => y.option('json', { type: 'boolean', default: false }),
+      async (a) => {
+        const report = doctor();
+        out(a.json ? JSON.stringify(report, null, 2) : formatDoctor(report));
       },
     )
     .command(

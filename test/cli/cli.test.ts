@@ -67,6 +67,25 @@ describe('hubmoe CLI', () => {
     expect(r.stdout.length).toBeGreaterThan(0);
   });
 
+  it('doctor reports every component with a fix for what is missing', () => {
+    const r = hubmoe(['doctor', '--json']);
+    expect(r.code).toBe(0);
+    const report = JSON.parse(r.stdout);
+    expect(report.checks.map((c: { name: string }) => c.name)).toEqual([
+      'onnxruntime-node',
+      'CUDA execution provider',
+      'native addon',
+      'custom-op library (CPU)',
+      'custom-op library (CUDA)',
+      'GPU',
+    ]);
+    expect(report.checks[0].ok).toBe(true);
+    expect(report.capabilities.portableCpu).toBe(true);
+    for (const c of report.checks) if (!c.ok) expect(c.fix).toMatch(/\w/);
+    const text = hubmoe(['doctor']);
+    expect(text.stdout).toMatch(/portable target on CPU:\s+yes/);
+  });
+
   it('exits 2 on a usage error and 1 on a HubmoeError, with a message on stderr only', () => {
     const usage = hubmoe(['convert']);
     expect(usage.code).toBe(2);
