@@ -289,7 +289,6 @@ export async function convert(source: string, options: ConvertOptions): Promise<
   const target = options.target ?? 'portable';
   if (!['fp32', 'fp16', 'both'].includes(dtype)) throw new HubmoeError('BAD_ARGUMENT', `--dtype must be fp32, fp16 or both (got ${dtype})`);
   if (target !== 'portable' && target !== 'fused') throw new HubmoeError('BAD_ARGUMENT', `--target must be portable or fused (got ${target})`);
-  if (target === 'fused') throw new HubmoeError('UNSUPPORTED', 'the fused target needs hubmoe\'s custom-op library, which this build does not include yet; use --target portable');
   const outDir = resolve(options.outDir);
   const opened = await openSource(source, options);
   try {

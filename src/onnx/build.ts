@@ -41,16 +41,17 @@ export interface CacheSpec {
   shape: Array<number | string>;
 }
 
-export function cacheSpecs(spec: ModelSpec): CacheSpec[] {
-  const out: CacheSpec[] = [];
+export function cacheSpecs(spec: ModelSpec, target: ExportTarget = 'portable'): Array<CacheSpec & { fp32: boolean }> {
+  const out: Array<CacheSpec & { fp32: boolean }> = [];
   spec.blocks.forEach((b, j) => {
     const op = b.op;
     if (op.kind === 'mamba') {
-      out.push({ input: `past_conv.${j}`, output: `present_conv.${j}`, shape: ['batch_size', op.d_inner, op.d_conv - 1] });
-      out.push({ input: `past_ssm.${j}`, output: `present_ssm.${j}`, shape: ['batch_size', op.d_inner, op.d_state] });
+      out.push({ input: `past_conv.${j}`, output: `present_conv.${j}`, shape: ['batch_size', op.d_inner, op.d_conv - 1], fp32: false });
+      // The fused scan keeps its state in fp32 whatever the model dtype.
+      out.push({ input: `past_ssm.${j}`, output: `present_ssm.${j}`, shape: ['batch_size', op.d_inner, op.d_state], fp32: target === 'fused' });
     } else if (op.kind === 'attention') {
       for (const kv of ['key', 'value']) {
-        out.push({ input: `past_key_values.${j}.${kv}`, output: `present.${j}.${kv}`, shape: ['batch_size', op.kv_heads, 'past_sequence_length', op.head_dim] });
+        out.push({ input: `past_key_values.${j}.${kv}`, output: `present.${j}.${kv}`, shape: ['batch_size', op.kv_heads, 'past_sequence_length', op.head_dim], fp32: false });
       }
     }
   });
@@ -62,8 +63,8 @@ export function buildGraph(spec: ModelSpec, tensors: CanonicalTensors, opts: Bui
   const F = g.floatType;
   const ids = g.input('input_ids', TensorDataType.INT64, ['batch_size', 'sequence_length']);
   const mask = g.input('attention_mask', TensorDataType.INT64, ['batch_size', 'total_sequence_length']);
-  const caches = cacheSpecs(spec);
-  for (const c of caches) g.input(c.input, F, c.shape);
+  const caches = cacheSpecs(spec, opts.target);
+  for (const c of caches) g.input(c.input, c.fp32 ? TensorDataType.FLOAT : F, c.shape);
 
   // The current positions' mask, [B, T, 1], in the float type.
   const seqLen = g.op('Shape', [ids], { start: 1, end: 2 });
@@ -98,7 +99,7 @@ export function buildGraph(spec: ModelSpec, tensors: CanonicalTensors, opts: Bui
         case 'mamba': {
           const r = lowerMamba(ctx, n, j, op, { pastConv: `past_conv.${j}`, pastSsm: `past_ssm.${j}` });
           g.output(`present_conv.${j}`, r.presentConv, F, ['batch_size', op.d_inner, op.d_conv - 1]);
-          g.output(`present_ssm.${j}`, r.presentSsm, F, ['batch_size', op.d_inner, op.d_state]);
+          g.output(`present_ssm.${j}`, r.presentSsm, opts.target === 'fused' ? TensorDataType.FLOAT : F, ['batch_size', op.d_inner, op.d_state]);
           y = r.y;
           break;
         }

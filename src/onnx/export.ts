@@ -17,6 +17,7 @@ export const IR_VERSION = 10;
 export const OPSETS = [
   { domain: '', version: 21 },
   { domain: 'com.microsoft', version: 1 },
+  { domain: 'ai.hubmoe', version: 1 },
 ];
 
 export interface WriteProgress {

@@ -26,6 +26,8 @@ export interface PendingWeight {
 }
 
 export const MS_DOMAIN = 'com.microsoft';
+/** hubmoe's custom operators (runtime/native/ops). */
+export const HUBMOE_DOMAIN = 'ai.hubmoe';
 
 function f32Bytes(values: Float32Array): Uint8Array {
   return new Uint8Array(values.buffer, values.byteOffset, values.byteLength);

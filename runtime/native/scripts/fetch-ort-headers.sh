@@ -65,6 +65,12 @@ if ! apt-get "${apt_opts[@]}" update >"$work/update.log" 2>&1; then
   echo "fetch-ort-headers: 'apt-get update' against $mirror trixie failed (network? proxy?). See the log above." >&2
   exit 1
 fi
+# apt-get update exits 0 even when it could not reach the mirror: check that a package list arrived.
+if ! ls "$work"/lists/*_Packages* >/dev/null 2>&1; then
+  cat "$work/update.log" >&2
+  echo "fetch-ort-headers: 'apt-get update' fetched no package list from $mirror trixie (network? proxy?)." >&2
+  exit 1
+fi
 echo "fetch-ort-headers: apt-get download libonnxruntime-dev" >&2
 if ! (cd "$work/deb" && apt-get "${apt_opts[@]}" download libonnxruntime-dev) >"$work/download.log" 2>&1; then
   cat "$work/download.log" >&2
@@ -77,15 +83,23 @@ if [[ -z "$deb" ]]; then
   exit 1
 fi
 
-rm -rf "$dest.tmp"
-mkdir -p "$dest.tmp"
-dpkg -x "$deb" "$dest.tmp"
-if [[ ! -f "$dest.tmp/usr/include/onnxruntime/onnxruntime_c_api.h" ]]; then
+mkdir -p "$native/build"
+unpack="$(mktemp -d "$native/build/.ort.XXXXXX")"  # unique: another build may be fetching at the same time
+chmod 755 "$unpack"
+dpkg -x "$deb" "$unpack"
+if [[ ! -f "$unpack/usr/include/onnxruntime/onnxruntime_c_api.h" ]]; then
+  rm -rf "$unpack"
   echo "fetch-ort-headers: $(basename "$deb") has no usr/include/onnxruntime/onnxruntime_c_api.h" >&2
   exit 1
 fi
-basename "$deb" >"$dest.tmp/PACKAGE"
-rm -rf "$dest"
-mv "$dest.tmp" "$dest"
+# Only the headers are wanted; the package's libonnxruntime.so symlink points at a runtime we do not install.
+find "$unpack" -xtype l -delete
+basename "$deb" >"$unpack/PACKAGE"
+if [[ -f "$include/onnxruntime_c_api.h" ]]; then
+  rm -rf "$unpack"  # a concurrent fetch finished first
+else
+  rm -rf "$dest"
+  mv "$unpack" "$dest"
+fi
 echo "fetch-ort-headers: unpacked $(basename "$deb") into $dest" >&2
 echo "$include"

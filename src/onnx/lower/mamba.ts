@@ -11,12 +11,16 @@
  *                                            query = C shared by all heads (inverse GQA), scale 1
  *   y     = (y + D·u) · silu(z);  out = out_proj(y)
  *
+ * The fused target replaces softplus, the scan, D·u and the gate by one ai.hubmoe SelectiveScan op
+ * (fp32 state whatever the model dtype).
+ *
  * The padding mask is applied to u after in_proj (not to the mixer input), so padded positions feed
  * zeros to the convolution exactly like an empty conv state, and a padded row equals the row alone.
  */
 import type { MambaOp } from '../../schema/spec.js';
-import { MS_DOMAIN } from '../graph.js';
-import { linear, mapped, weight } from './context.js';
+import { HUBMOE_DOMAIN, MS_DOMAIN } from '../graph.js';
+import { TensorDataType } from '../proto.js';
+import { linear, mapped, transposed, weight } from './context.js';
 import type { LowerContext } from './context.js';
 import { lowerNorm } from './norm.js';
 
@@ -56,6 +60,18 @@ export function lowerMamba(ctx: LowerContext, x: string, j: number, op: MambaOp,
     dt = lowerNorm(ctx, dt, `${p}.dt_norm`, rms);
     B = lowerNorm(ctx, B, `${p}.b_norm`, rms);
     C = lowerNorm(ctx, C, `${p}.c_norm`, rms);
+  }
+  if (ctx.target === 'fused') {
+    // ai.hubmoe SelectiveScan: softplus(dt + dt_bias), the scan with an fp32 state, D·u and the SiLU(z) gate in one op.
+    const f32 = TensorDataType.FLOAT;
+    const dtRaw = g.op('MatMul', [dt, transposed(ctx, `${p}.dt_proj.weight`)]);
+    const A32 = mapped(ctx, `${p}.A_log`, `${p}.A`, (v) => v.map((a) => -Math.exp(a)), f32);
+    const [y0, presentSsm] = g.node(
+      'SelectiveScan',
+      [u, dtRaw, A32, B, C, weight(ctx, `${p}.D`, f32), z, weight(ctx, `${p}.dt_proj.bias`, f32), cache.pastSsm],
+      { attrs: { delta_softplus: 1 }, outputs: 2, domain: HUBMOE_DOMAIN },
+    ) as [string, string];
+    return { y: linear(ctx, y0, `${p}.out_proj`), presentConv, presentSsm };
   }
   const delta = g.op('Softplus', [linear(ctx, dt, `${p}.dt_proj`)]);
   const A = mapped(ctx, `${p}.A_log`, `${p}.A`, (v) => v.map((a) => -Math.exp(a)));

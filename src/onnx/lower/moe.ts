@@ -10,7 +10,7 @@
  *   run through the expert MLP, scaled and scatter-added into the output. Exact for any routing.
  */
 import type { MoeOp } from '../../schema/spec.js';
-import { MS_DOMAIN } from '../graph.js';
+import { HUBMOE_DOMAIN, MS_DOMAIN } from '../graph.js';
 import type { WeightPart } from '../graph.js';
 import { activate } from './activation.js';
 import { expertRow, expertTransposed, has, linear, tensor, weight } from './context.js';
@@ -28,6 +28,8 @@ export function moeLowering(op: MoeOp): MoeLowering {
 export function lowerMoe(ctx: LowerContext, x: string, j: number, op: MoeOp): string {
   const { g } = ctx;
   const H = ctx.spec.hidden;
+  // ai.hubmoe MoE takes [..., H] as it is.
+  if (ctx.target === 'fused') return lowerHubmoeMoe(ctx, x, linear(ctx, x, `blocks.${j}.moe.router`), j, op);
   const x2 = g.op('Reshape', [x, g.ints([-1, H])]);
   const logits = linear(ctx, x2, `blocks.${j}.moe.router`);
   const y2 = moeLowering(op) === 'ort' ? lowerOrtMoe(ctx, x2, logits, j, op) : lowerGatherMoe(ctx, x2, logits, j, op);
@@ -126,6 +128,40 @@ function lowerOrtMoe(ctx: LowerContext, x2: string, logits: string, j: number, o
   if (!sigmoid) return y;
   const score = g.op('Sigmoid', [g.op('ReduceMax', [logits, g.ints([-1])], { keepdims: 1 })]);
   return g.op('Mul', [y, score]);
+}
+
+/** fc1 for ai.hubmoe MoE: [X, F1, H] with each expert's gate rows then its up rows (concatenated). */
+function concatenated(ctx: LowerContext, j: number, op: MoeOp, kind: 'weight' | 'bias'): string {
+  const p = `blocks.${j}.moe`;
+  const up = tensor(ctx, `${p}.up.${kind}`);
+  if (!op.expert.glu) return weight(ctx, `${p}.up.${kind}`);
+  const gate = tensor(ctx, `${p}.gate.${kind}`);
+  const X = up.shape[0]!;
+  const per = up.shape.slice(1).reduce((a, b) => a * b, 1);
+  const perExpert = (t: typeof up, e: number): WeightPart =>
+    t.parts.length === X ? t.parts[e]! : { elements: per, read: async () => (await readAll(t)).subarray(e * per, (e + 1) * per) };
+  const parts: WeightPart[] = [];
+  for (let e = 0; e < X; e++) parts.push(perExpert(gate, e), perExpert(up, e));
+  const shape = [X, 2 * up.shape[1]!, ...up.shape.slice(2)];
+  return ctx.g.weight(`${p}.fc1_concat.${kind}`, shape, parts);
+}
+
+function lowerHubmoeMoe(ctx: LowerContext, x2: string, logits: string, j: number, op: MoeOp): string {
+  const p = `blocks.${j}.moe`;
+  const e = op.expert;
+  return ctx.g.op(
+    'MoE',
+    [
+      x2,
+      logits,
+      concatenated(ctx, j, op, 'weight'),
+      e.bias ? concatenated(ctx, j, op, 'bias') : '',
+      weight(ctx, `${p}.down.weight`),
+      e.bias ? weight(ctx, `${p}.down.bias`) : '',
+    ],
+    { k: op.top_k, routing: op.router.act, renormalize: op.router.renormalize ? 1 : 0, activation: e.act, glu: e.glu ? 1 : 0 },
+    HUBMOE_DOMAIN,
+  );
 }
 
 function lowerGatherMoe(ctx: LowerContext, x2: string, logits: string, j: number, op: MoeOp): string {

@@ -1,0 +1,62 @@
+// ai.hubmoe::MoE — a mixture of experts with softmax or sigmoid top-k routing (see ../README.md).
+#pragma once
+
+#include <cmath>
+
+#include "common.h"
+
+namespace hubmoe {
+
+enum class Routing { softmax, sigmoid };
+enum class Activation { silu, gelu_erf, gelu_tanh, relu };
+
+Routing parse_routing(const std::string& s);
+Activation parse_activation(const std::string& s);
+
+struct MoeArgs {
+  int64_t S = 0, H = 0, X = 0, I = 0, F1 = 0;  // tokens, hidden, experts, expert width, fc1 rows (2I with glu)
+  int k = 1;
+  Routing routing = Routing::softmax;
+  bool renormalize = false;
+  Activation act = Activation::silu;
+  bool glu = false;
+  DType dtype = DType::f32;         // T: x, fc1, fc1_bias, fc2, fc2_bias, y
+  DType logits_dtype = DType::f32;  // float32 or T
+  const void* x = nullptr;          // [S, H]
+  const void* logits = nullptr;     // [S, X]
+  const void* fc1 = nullptr;        // [X, F1, H]; with glu rows [0, I) gate, [I, 2I) up
+  const void* fc1_bias = nullptr;   // [X, F1], optional
+  const void* fc2 = nullptr;        // [X, H, I]
+  const void* fc2_bias = nullptr;   // [X, H], optional
+  void* y = nullptr;                // [S, H]
+};
+
+struct ShapeRef;
+// Validates shapes and attributes, fills S, H, X, I, F1. Shapes: (dims, rank), rank < 0 = absent.
+void moe_check(const int64_t* x, int xr, const int64_t* logits, int lr, const int64_t* fc1, int f1r, const int64_t* b1,
+               int b1r, const int64_t* fc2, int f2r, const int64_t* b2, int b2r, MoeArgs& args);
+
+void moe_cpu(const MoeArgs& args, const Parallel& par);
+
+inline float activate(Activation act, float v) {
+  switch (act) {
+    case Activation::silu:
+      return v / (1.f + std::exp(-v));
+    case Activation::gelu_erf:
+      return 0.5f * v * (1.f + std::erf(v * 0.70710678118654752440f));
+    case Activation::gelu_tanh: {
+      const float c = 0.79788456080286535588f;  // sqrt(2/pi)
+      return 0.5f * v * (1.f + std::tanh(c * (v + 0.044715f * v * v * v)));
+    }
+    case Activation::relu:
+      return v > 0.f ? v : 0.f;
+  }
+  return v;
+}
+
+// Routing of one token: scores over all X experts in fp32, then the top k (ties → lower index). Selection is made
+// on the logits, which orders experts exactly as the scores do (softmax and sigmoid are monotone) but without
+// rounding, so every device picks the same experts. idx/w receive k entries.
+void route_token(const float* logits, int64_t X, int k, Routing routing, bool renormalize, int* idx, float* w);
+
+}  // namespace hubmoe

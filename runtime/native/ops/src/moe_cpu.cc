@@ -1,0 +1,213 @@
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+#include "moe.h"
+
+namespace hubmoe {
+
+Routing parse_routing(const std::string& s) {
+  if (s == "softmax") return Routing::softmax;
+  if (s == "sigmoid") return Routing::sigmoid;
+  throw OpError("MoE: attribute 'routing' must be \"softmax\" or \"sigmoid\", got \"" + s + "\"");
+}
+
+Activation parse_activation(const std::string& s) {
+  if (s == "silu") return Activation::silu;
+  if (s == "gelu_erf") return Activation::gelu_erf;
+  if (s == "gelu_tanh") return Activation::gelu_tanh;
+  if (s == "relu") return Activation::relu;
+  throw OpError("MoE: attribute 'activation' must be one of silu, gelu_erf, gelu_tanh, relu; got \"" + s + "\"");
+}
+
+namespace {
+
+std::string dims_str(const int64_t* d, int r) {
+  std::string s = "[";
+  for (int i = 0; i < r; ++i) s += (i ? ", " : "") + std::to_string(d[i]);
+  return s + "]";
+}
+
+void expect(const int64_t* d, int r, const char* name, std::initializer_list<int64_t> want) {
+  bool ok = r == static_cast<int>(want.size());
+  if (ok) {
+    int i = 0;
+    for (int64_t w : want) ok = ok && d[i++] == w;
+  }
+  if (!ok) {
+    std::string w = "[";
+    int i = 0;
+    for (int64_t v : want) w += (i++ ? ", " : "") + std::to_string(v);
+    throw OpError(std::string("MoE: input '") + name + "' has shape " + dims_str(d, r) + ", expected " + w + "]");
+  }
+}
+
+inline float dot(const float* a, const float* b, int64_t n) {
+  float s = 0.f;
+#pragma omp simd reduction(+ : s)
+  for (int64_t i = 0; i < n; ++i) s += a[i] * b[i];
+  return s;
+}
+
+template <typename T>
+inline void load_row(const T* src, int64_t n, float* dst) {
+  for (int64_t i = 0; i < n; ++i) dst[i] = to_float(src[i]);
+}
+
+// out[m, r] = rows_in[m] · W[r] (+ bias[r]) for m < M, r < R; W is [R, K] row-major. Parallel over rows of W,
+// tokens tiled so that a tile of inputs stays in cache while the rows stream past.
+template <typename T>
+void linear(const float* in, int64_t M, int64_t K, const T* W, const T* bias, int64_t R, float* out,
+            const Parallel& par) {
+  constexpr int64_t kTile = 32;
+  const size_t grain = static_cast<size_t>(std::max<int64_t>(1, 65536 / std::max<int64_t>(1, K * std::min(M, kTile))));
+  par.for_range(static_cast<size_t>(R), grain, [&](size_t r0, size_t r1) {
+    std::vector<float> row(static_cast<size_t>(K));
+    for (int64_t m0 = 0; m0 < M; m0 += kTile) {
+      const int64_t m1 = std::min(M, m0 + kTile);
+      for (size_t r = r0; r < r1; ++r) {
+        const float* wr;
+        if constexpr (std::is_same<T, float>::value) {
+          wr = W + static_cast<int64_t>(r) * K;
+        } else {
+          load_row(W + static_cast<int64_t>(r) * K, K, row.data());
+          wr = row.data();
+        }
+        const float b = bias ? to_float(bias[r]) : 0.f;
+        for (int64_t m = m0; m < m1; ++m) out[m * R + static_cast<int64_t>(r)] = dot(in + m * K, wr, K) + b;
+      }
+    }
+  });
+}
+
+template <typename T>
+void moe_impl(const MoeArgs& a, const Parallel& par) {
+  const int64_t S = a.S, H = a.H, X = a.X, I = a.I, F1 = a.F1;
+  const int k = a.k;
+  const T* x = static_cast<const T*>(a.x);
+  const T* fc1 = static_cast<const T*>(a.fc1);
+  const T* fc2 = static_cast<const T*>(a.fc2);
+  const T* b1 = static_cast<const T*>(a.fc1_bias);
+  const T* b2 = static_cast<const T*>(a.fc2_bias);
+
+  // Routing.
+  std::vector<int> idx(static_cast<size_t>(S * k));
+  std::vector<float> w(static_cast<size_t>(S * k));
+  {
+    std::vector<float> lg(static_cast<size_t>(X));
+    for (int64_t s = 0; s < S; ++s) {
+      for (int64_t e = 0; e < X; ++e) {
+        lg[e] = a.logits_dtype == DType::f32 ? static_cast<const float*>(a.logits)[s * X + e]
+                                             : half_to_float(static_cast<const half_t*>(a.logits)[s * X + e].bits);
+      }
+      route_token(lg.data(), X, k, a.routing, a.renormalize, &idx[s * k], &w[s * k]);
+    }
+  }
+  // Tokens of each expert (counting sort, in token order).
+  std::vector<int64_t> offset(static_cast<size_t>(X + 1), 0);
+  for (int64_t i = 0; i < S * k; ++i) ++offset[idx[i] + 1];
+  for (int64_t e = 0; e < X; ++e) offset[e + 1] += offset[e];
+  std::vector<int64_t> entry(static_cast<size_t>(S * k));  // token*k + slot, grouped by expert
+  {
+    std::vector<int64_t> cursor(offset.begin(), offset.end() - 1);
+    for (int64_t i = 0; i < S * k; ++i) entry[cursor[idx[i]]++] = i;
+  }
+
+  std::vector<float> acc(static_cast<size_t>(S * H), 0.f);
+  std::vector<float> xe, h1, hh, oe;
+  for (int64_t e = 0; e < X; ++e) {
+    const int64_t M = offset[e + 1] - offset[e];
+    if (M == 0) continue;
+    const int64_t* ent = entry.data() + offset[e];
+    xe.resize(static_cast<size_t>(M * H));
+    for (int64_t m = 0; m < M; ++m) load_row(x + (ent[m] / k) * H, H, xe.data() + m * H);
+    h1.resize(static_cast<size_t>(M * F1));
+    linear<T>(xe.data(), M, H, fc1 + e * F1 * H, b1 ? b1 + e * F1 : nullptr, F1, h1.data(), par);
+    hh.resize(static_cast<size_t>(M * I));
+    for (int64_t m = 0; m < M; ++m) {
+      const float* g = h1.data() + m * F1;
+      float* o = hh.data() + m * I;
+      if (a.glu) {
+        for (int64_t j = 0; j < I; ++j) o[j] = activate(a.act, g[j]) * g[I + j];
+      } else {
+        for (int64_t j = 0; j < I; ++j) o[j] = activate(a.act, g[j]);
+      }
+    }
+    oe.resize(static_cast<size_t>(M * H));
+    linear<T>(hh.data(), M, I, fc2 + e * H * I, b2 ? b2 + e * H : nullptr, H, oe.data(), par);
+    for (int64_t m = 0; m < M; ++m) {
+      const float wt = w[ent[m]];
+      float* dst = acc.data() + (ent[m] / k) * H;
+      const float* src = oe.data() + m * H;
+      for (int64_t j = 0; j < H; ++j) dst[j] += wt * src[j];
+    }
+  }
+  T* y = static_cast<T*>(a.y);
+  for (int64_t i = 0; i < S * H; ++i) y[i] = from_float<T>(acc[i]);
+}
+
+}  // namespace
+
+inline float route_key(float v) { return std::isnan(v) ? -INFINITY : v; }
+
+void route_token(const float* logits, int64_t X, int k, Routing routing, bool renormalize, int* idx, float* w) {
+  float mx = -INFINITY;
+  for (int64_t e = 0; e < X; ++e) mx = std::max(mx, logits[e]);
+  float denom = 1.f;
+  if (routing == Routing::softmax) {
+    denom = 0.f;
+    for (int64_t e = 0; e < X; ++e) denom += std::exp(logits[e] - mx);
+  }
+  float sum = 0.f;
+  for (int j = 0; j < k; ++j) {
+    int best = -1;
+    for (int64_t e = 0; e < X; ++e) {
+      bool taken = false;
+      for (int i = 0; i < j; ++i) taken = taken || idx[i] == e;
+      if (taken) continue;
+      // A NaN logit ranks as −inf; ties keep the lower index. (The CUDA router applies the same rule.)
+      if (best < 0 || route_key(logits[e]) > route_key(logits[best])) best = static_cast<int>(e);
+    }
+    idx[j] = best;
+    const float v = logits[best];
+    w[j] = routing == Routing::softmax ? std::exp(v - mx) / denom : 1.f / (1.f + std::exp(-v));
+    sum += w[j];
+  }
+  if (renormalize && sum > 0.f)
+    for (int j = 0; j < k; ++j) w[j] /= sum;
+}
+
+void moe_check(const int64_t* x, int xr, const int64_t* lg, int lr, const int64_t* f1, int f1r, const int64_t* b1,
+               int b1r, const int64_t* f2, int f2r, const int64_t* b2, int b2r, MoeArgs& a) {
+  // x is [..., H]: every leading dim is a token dim (S = their product); router_logits is [..., X] alike.
+  if (xr < 1) throw OpError("MoE: input 'x' must be [..., H], got a scalar");
+  if (f1r != 3) throw OpError("MoE: input 'fc1' must be [X, F1, H], got " + dims_str(f1, f1r));
+  if (f2r != 3) throw OpError("MoE: input 'fc2' must be [X, H, I], got " + dims_str(f2, f2r));
+  int64_t S = 1;
+  for (int i = 0; i + 1 < xr; i++) S *= x[i];
+  const int64_t H = x[xr - 1], X = f1[0], F1 = f1[1], I = f2[2];
+  bool lg_ok = lr == xr && lg[lr - 1] == X;
+  for (int i = 0; lg_ok && i + 1 < xr; i++) lg_ok = lg[i] == x[i];
+  if (!lg_ok) throw OpError("MoE: input 'router_logits' has shape " + dims_str(lg, lr) + ", expected the leading dims of 'x' " + dims_str(x, xr) + " then " + std::to_string(X));
+  expect(f1, f1r, "fc1", {X, a.glu ? 2 * I : I, H});
+  expect(f2, f2r, "fc2", {X, H, I});
+  if (b1r >= 0) expect(b1, b1r, "fc1_bias", {X, F1});
+  if (b2r >= 0) expect(b2, b2r, "fc2_bias", {X, H});
+  if (X < 1) throw OpError("MoE: there must be at least one expert");
+  if (a.k < 1 || a.k > X)
+    throw OpError("MoE: attribute 'k' = " + std::to_string(a.k) + " must be in [1, " + std::to_string(X) + "]");
+  a.S = S;
+  a.H = H;
+  a.X = X;
+  a.I = I;
+  a.F1 = F1;
+}
+
+void moe_cpu(const MoeArgs& a, const Parallel& par) {
+  if (a.dtype == DType::f32)
+    moe_impl<float>(a, par);
+  else
+    moe_impl<half_t>(a, par);
+}
+
+}  // namespace hubmoe

@@ -1,0 +1,677 @@
+// CUDA MoE. Per call:
+//  1. routing on the GPU: per token, fp32 scores and the top k (one warp per token); per-expert counts, their
+//     exclusive scan, the list of experts that received tokens, and each (token, slot) entry's row in the
+//     expert-grouped order (counting sort);
+//  2. the experts, by one of two paths (cuda_ops.h): `skinny` (two launches over every used expert: fc1 with
+//     gather, bias, activation and GLU fused, then fc2; weights read once, as 16-byte vectors; no host sync) or
+//     `gemm` (rows gathered, then cuBLAS GEMMs per expert with fp32 accumulation, an activation kernel between);
+//  3. a combine kernel: y[t] = Σ_j w[t,j]·(fc2 output of entry (t,j) + fc2_bias[e_j]), in slot order.
+// Intermediates: the expert hidden activation h is stored in T (it is the fc2 GEMM's input); fc2 outputs are fp32.
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "cublas_loader.h"
+#include "cuda_ops.h"
+
+namespace hubmoe {
+namespace cuda {
+
+namespace {
+
+void cuda_check(cudaError_t e, const char* what) {
+  if (e != cudaSuccess) throw OpError(std::string("MoE (CUDA): ") + what + ": " + cudaGetErrorString(e));
+}
+
+constexpr int kMaxExperts = 256;  // 8 per lane in the router
+constexpr int kWarps = 8;         // warps per block in the expert kernels
+constexpr int kSkinnyRows = 2;    // output rows per warp in the skinny kernels
+
+__device__ __forceinline__ float to_f(float v) { return v; }
+__device__ __forceinline__ float to_f(__half v) { return __half2float(v); }
+template <typename T>
+__device__ __forceinline__ T from_f(float v);
+template <>
+__device__ __forceinline__ float from_f<float>(float v) {
+  return v;
+}
+template <>
+__device__ __forceinline__ __half from_f<__half>(float v) {
+  return __float2half_rn(v);
+}
+
+__device__ __forceinline__ float activate_dev(int act, float v) {
+  switch (act) {
+    case static_cast<int>(Activation::silu):
+      return v / (1.f + expf(-v));
+    case static_cast<int>(Activation::gelu_erf):
+      return 0.5f * v * (1.f + erff(v * 0.70710678118654752440f));
+    case static_cast<int>(Activation::gelu_tanh):
+      return 0.5f * v * (1.f + tanhf(0.79788456080286535588f * (v + 0.044715f * v * v * v)));
+    default:
+      return v > 0.f ? v : 0.f;
+  }
+}
+
+__device__ __forceinline__ float warp_sum(float v) {
+#pragma unroll
+  for (int off = 16; off > 0; off >>= 1) v += __shfl_xor_sync(0xffffffffu, v, off);
+  return v;
+}
+__device__ __forceinline__ float warp_max(float v) {
+#pragma unroll
+  for (int off = 16; off > 0; off >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, off));
+  return v;
+}
+
+// ─── routing ──────────────────────────────────────────────────────────────────────────────────────────────────
+
+struct RouteParams {
+  const void* logits;
+  int logits_f16;
+  int S, X, k, softmax, renorm;
+  int* idx;         // [S*k] expert of entry (t, j)
+  float* w;         // [S*k] its weight
+  int* counts;      // [X]
+  int* offsets;     // [X+1]
+  int* active;      // [X] experts with tokens, ascending
+  int* num_active;  // [1]
+  int* row_of;      // [S*k] row of entry (t, j) in the grouped order
+  int* row_token;   // [S*k] token of each grouped row
+  int* row_expert;  // [S*k] expert of each grouped row
+};
+
+__device__ __forceinline__ float route_key(float v) { return isnan(v) ? -INFINITY : v; }
+
+// One warp routes token t; lane 0 writes idx/w. Returns nothing; counts are added by the caller from idx.
+__device__ void route_token_warp(const RouteParams& p, int t) {
+  constexpr int PL = kMaxExperts / 32;
+  const int lane = threadIdx.x & 31;
+  float v[PL];
+#pragma unroll
+  for (int j = 0; j < PL; ++j) {
+    const int e = lane + 32 * j;
+    float x = -INFINITY;
+    if (e < p.X) {
+      const size_t i = static_cast<size_t>(t) * p.X + e;
+      x = p.logits_f16 ? __half2float(static_cast<const __half*>(p.logits)[i]) : static_cast<const float*>(p.logits)[i];
+    }
+    v[j] = x;
+  }
+  float mx = -INFINITY;
+#pragma unroll
+  for (int j = 0; j < PL; ++j) mx = fmaxf(mx, v[j]);
+  mx = warp_max(mx);
+  float denom = 1.f;
+  if (p.softmax) {
+    float s = 0.f;
+#pragma unroll
+    for (int j = 0; j < PL; ++j)
+      if (lane + 32 * j < p.X) s += expf(v[j] - mx);
+    denom = warp_sum(s);
+  }
+  unsigned taken = 0;
+  float sum = 0.f;
+  for (int j = 0; j < p.k; ++j) {
+    float bk = -INFINITY;
+    int be = 0x7fffffff;
+#pragma unroll
+    for (int jj = 0; jj < PL; ++jj) {
+      const int e = lane + 32 * jj;
+      if (e < p.X && !((taken >> jj) & 1u)) {
+        const float kv = route_key(v[jj]);
+        if (be == 0x7fffffff || kv > bk) {
+          bk = kv;
+          be = e;
+        }
+      }
+    }
+#pragma unroll
+    for (int off = 16; off > 0; off >>= 1) {
+      const float ok = __shfl_xor_sync(0xffffffffu, bk, off);
+      const int oe = __shfl_xor_sync(0xffffffffu, be, off);
+      if (oe != 0x7fffffff && (be == 0x7fffffff || ok > bk || (ok == bk && oe < be))) {
+        bk = ok;
+        be = oe;
+      }
+    }
+    float raw = 0.f;
+    if ((be & 31) == lane) {
+#pragma unroll
+      for (int jj = 0; jj < PL; ++jj)
+        if (jj == (be >> 5)) {
+          raw = v[jj];
+          taken |= 1u << jj;
+        }
+    }
+    raw = __shfl_sync(0xffffffffu, raw, be & 31);
+    const float wt = p.softmax ? expf(raw - mx) / denom : 1.f / (1.f + expf(-raw));
+    sum += wt;
+    if (lane == 0) {
+      p.idx[static_cast<size_t>(t) * p.k + j] = be;
+      p.w[static_cast<size_t>(t) * p.k + j] = wt;
+    }
+  }
+  if (lane == 0 && p.renorm && sum > 0.f)
+    for (int j = 0; j < p.k; ++j) p.w[static_cast<size_t>(t) * p.k + j] /= sum;
+}
+
+// Counts in shared memory → offsets, active list, and each entry's grouped row. Run by one whole block.
+__device__ void route_finalize(const RouteParams& p, int* s_count, int* s_cursor) {
+  if (threadIdx.x == 0) {
+    int off = 0, na = 0;
+    for (int e = 0; e < p.X; ++e) {
+      const int c = s_count[e];
+      p.offsets[e] = off;
+      p.counts[e] = c;
+      s_cursor[e] = off;
+      if (c) p.active[na++] = e;
+      off += c;
+    }
+    p.offsets[p.X] = off;
+    *p.num_active = na;
+  }
+  __syncthreads();
+  const int entries = p.S * p.k;
+  for (int i = threadIdx.x; i < entries; i += blockDim.x) {
+    const int e = p.idx[i];
+    const int pos = atomicAdd(&s_cursor[e], 1);
+    p.row_of[i] = pos;
+    p.row_token[pos] = i / p.k;
+    p.row_expert[pos] = e;
+  }
+}
+
+// Small S: the whole routing in one block (no memset, one launch).
+__global__ void route_fused_kernel(RouteParams p) {
+  __shared__ int s_count[kMaxExperts], s_cursor[kMaxExperts];
+  for (int e = threadIdx.x; e < p.X; e += blockDim.x) s_count[e] = 0;
+  __syncthreads();
+  const int warp = threadIdx.x >> 5, nwarps = blockDim.x >> 5;
+  for (int t = warp; t < p.S; t += nwarps) {
+    route_token_warp(p, t);
+    if ((threadIdx.x & 31) == 0)
+      for (int j = 0; j < p.k; ++j) atomicAdd(&s_count[p.idx[static_cast<size_t>(t) * p.k + j]], 1);
+  }
+  __syncthreads();
+  route_finalize(p, s_count, s_cursor);
+}
+
+// Large S: top-k over many blocks (global counts, zeroed beforehand), then one block finalises.
+__global__ void route_topk_kernel(RouteParams p) {
+  const int t = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
+  if (t >= p.S) return;
+  route_token_warp(p, t);
+  if ((threadIdx.x & 31) == 0)
+    for (int j = 0; j < p.k; ++j) atomicAdd(&p.counts[p.idx[static_cast<size_t>(t) * p.k + j]], 1);
+}
+
+__global__ void route_finalize_kernel(RouteParams p) {
+  __shared__ int s_count[kMaxExperts], s_cursor[kMaxExperts];
+  for (int e = threadIdx.x; e < p.X; e += blockDim.x) s_count[e] = p.counts[e];
+  __syncthreads();
+  route_finalize(p, s_count, s_cursor);
+}
+
+// ─── skinny expert kernels ────────────────────────────────────────────────────────────────────────────────────
+
+struct SkinnyParams {
+  const void* W;          // [X, wrows, K]
+  const void* bias;       // fc1: [X, wrows] or null; fc2: unused (added in combine)
+  const void* A;          // fc1: x [S, K]; fc2: h [S*k, K]
+  const int* row_token;   // fc1: A row of grouped row pos; fc2: null (A row = pos)
+  void* out;              // fc1: h [S*k, R] (T); fc2: [S*k, R] (float)
+  const int *counts, *offsets, *active, *num_active;
+  int K, R, wrows, I, act;
+};
+
+template <typename T, bool VEC>
+struct VecLoad {
+  static constexpr int V = VEC ? 16 / static_cast<int>(sizeof(T)) : 1;
+};
+
+template <typename T, bool VEC>
+__device__ __forceinline__ void load_vec(const T* ptr, float (&f)[VecLoad<T, VEC>::V]) {
+  if constexpr (!VEC) {
+    f[0] = to_f(__ldg(ptr));
+  } else if constexpr (sizeof(T) == 2) {
+    const uint4 u = __ldg(reinterpret_cast<const uint4*>(ptr));
+    const __half2* h = reinterpret_cast<const __half2*>(&u);
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      const float2 v = __half22float2(h[i]);
+      f[2 * i] = v.x;
+      f[2 * i + 1] = v.y;
+    }
+  } else {
+    const float4 u = __ldg(reinterpret_cast<const float4*>(ptr));
+    f[0] = u.x, f[1] = u.y, f[2] = u.z, f[3] = u.w;
+  }
+}
+
+// One tile of MT grouped rows (tokens) [m0, m0 + MT) of expert e against this warp's weight rows. Rows past cnt
+// repeat the last row and are not stored.
+template <typename T, int MT, int MODE, bool VEC>
+__device__ __forceinline__ void skinny_tile(const SkinnyParams& p, int e, int off, int cnt, int m0, int r0,
+                                            const T* const (&wrow)[MODE == 0 ? 2 * kSkinnyRows : kSkinnyRows]) {
+  constexpr int P = kSkinnyRows;
+  constexpr int NR = MODE == 0 ? 2 * P : P;
+  constexpr int V = VecLoad<T, VEC>::V;
+  const int lane = threadIdx.x & 31;
+  const int K = p.K;
+  const T* A = static_cast<const T*>(p.A);
+  const T* arow[MT];
+#pragma unroll
+  for (int m = 0; m < MT; ++m) {
+    const int pos = off + min(m0 + m, cnt - 1);
+    arow[m] = A + static_cast<size_t>(p.row_token ? p.row_token[pos] : pos) * K;
+  }
+  float acc[MT][NR];
+#pragma unroll
+  for (int m = 0; m < MT; ++m)
+#pragma unroll
+    for (int q = 0; q < NR; ++q) acc[m][q] = 0.f;
+#pragma unroll 2
+  for (int kk = lane * V; kk < K; kk += 32 * V) {
+    float wf[NR][V];
+#pragma unroll
+    for (int q = 0; q < NR; ++q) load_vec<T, VEC>(wrow[q] + kk, wf[q]);
+#pragma unroll
+    for (int m = 0; m < MT; ++m) {
+      float af[V];
+      load_vec<T, VEC>(arow[m] + kk, af);
+#pragma unroll
+      for (int q = 0; q < NR; ++q)
+#pragma unroll
+        for (int v = 0; v < V; ++v) acc[m][q] = fmaf(af[v], wf[q][v], acc[m][q]);
+    }
+  }
+#pragma unroll
+  for (int m = 0; m < MT; ++m)
+#pragma unroll
+    for (int q = 0; q < NR; ++q) acc[m][q] = warp_sum(acc[m][q]);
+#pragma unroll
+  for (int m = 0; m < MT; ++m)
+#pragma unroll
+    for (int pp = 0; pp < P; ++pp) {
+      const int r = r0 + pp;
+      if (lane == ((m * P + pp) & 31) && m0 + m < cnt && r < p.R) {
+        const size_t o = static_cast<size_t>(off + m0 + m) * p.R + r;
+        if constexpr (MODE == 2) {
+          static_cast<float*>(p.out)[o] = acc[m][pp];
+        } else {
+          const T* bias = static_cast<const T*>(p.bias);
+          const size_t bb = static_cast<size_t>(e) * p.wrows;
+          const float g = acc[m][pp] + (bias ? to_f(bias[bb + r]) : 0.f);
+          float hv = activate_dev(p.act, g);
+          if constexpr (MODE == 0) hv *= acc[m][P + pp] + (bias ? to_f(bias[bb + p.I + r]) : 0.f);
+          static_cast<T*>(p.out)[o] = from_f<T>(hv);
+        }
+      }
+    }
+}
+
+// Each warp computes kSkinnyRows output rows for every token routed to one expert (blockIdx.y indexes the list of
+// experts that received tokens; blocks past its length exit at once). Tokens are taken in tiles of 8, 4, 2 or 1,
+// the smallest that covers what remains, so each weight row is read from memory once per 8 tokens and little
+// arithmetic is wasted on padding.
+// MODE 0: fc1 with GLU (rows r and I+r → act(gate)·up); 1: fc1 without GLU; 2: fc2 (fp32 out, no bias).
+template <typename T, int MODE, bool VEC>
+__global__ void __launch_bounds__(32 * kWarps, 2) skinny_kernel(SkinnyParams p) {
+  constexpr int P = kSkinnyRows;
+  constexpr int NR = MODE == 0 ? 2 * P : P;
+  const int a = blockIdx.y;
+  if (a >= *p.num_active) return;
+  const int e = p.active[a];
+  const int off = p.offsets[e], cnt = p.counts[e];
+  const int warp = threadIdx.x >> 5;
+  const int r0 = (blockIdx.x * kWarps + warp) * P;
+  if (r0 >= p.R) return;
+  const T* W = static_cast<const T*>(p.W) + static_cast<size_t>(e) * p.wrows * p.K;
+  const T* wrow[NR];
+#pragma unroll
+  for (int q = 0; q < NR; ++q) {
+    const int r = min(r0 + (q % P), p.R - 1);
+    wrow[q] = W + static_cast<size_t>(q < P ? r : p.I + r) * p.K;
+  }
+  for (int m0 = 0; m0 < cnt;) {
+    const int rem = cnt - m0;
+    if (rem > 4) {
+      skinny_tile<T, 8, MODE, VEC>(p, e, off, cnt, m0, r0, wrow);
+      m0 += 8;
+    } else if (rem > 2) {
+      skinny_tile<T, 4, MODE, VEC>(p, e, off, cnt, m0, r0, wrow);
+      m0 += 4;
+    } else if (rem > 1) {
+      skinny_tile<T, 2, MODE, VEC>(p, e, off, cnt, m0, r0, wrow);
+      m0 += 2;
+    } else {
+      skinny_tile<T, 1, MODE, VEC>(p, e, off, cnt, m0, r0, wrow);
+      m0 += 1;
+    }
+  }
+}
+
+// ─── gemm-path kernels ────────────────────────────────────────────────────────────────────────────────────────
+
+// Xp[pos] = x[row_token[pos]], 16 bytes at a time when rows allow it.
+__global__ void gather_rows_kernel(const uint8_t* x, const int* row_token, uint8_t* xp, size_t row_bytes, int vec16) {
+  const int pos = blockIdx.x;
+  const uint8_t* src = x + static_cast<size_t>(row_token[pos]) * row_bytes;
+  uint8_t* dst = xp + static_cast<size_t>(pos) * row_bytes;
+  if (vec16) {
+    for (size_t i = threadIdx.x; i < row_bytes / 16; i += blockDim.x)
+      reinterpret_cast<uint4*>(dst)[i] = __ldg(reinterpret_cast<const uint4*>(src) + i);
+  } else {
+    for (size_t i = threadIdx.x; i < row_bytes; i += blockDim.x) dst[i] = src[i];
+  }
+}
+
+// h[pos, j] = act(g[pos, j] + b[e, j]) · (g[pos, I + j] + b[e, I + j])  (or act(g + b) without GLU)
+template <typename T>
+__global__ void act_kernel(const T* g, const T* bias, const int* row_expert, T* h, int rows, int I, int F1, int glu,
+                           int act) {
+  const size_t total = static_cast<size_t>(rows) * I;
+  for (size_t i = blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x; i < total;
+       i += static_cast<size_t>(gridDim.x) * blockDim.x) {
+    const size_t pos = i / I;
+    const int j = static_cast<int>(i % I);
+    const size_t bb = static_cast<size_t>(row_expert[pos]) * F1;
+    float v = activate_dev(act, to_f(g[pos * F1 + j]) + (bias ? to_f(bias[bb + j]) : 0.f));
+    if (glu) v *= to_f(g[pos * F1 + I + j]) + (bias ? to_f(bias[bb + I + j]) : 0.f);
+    h[i] = from_f<T>(v);
+  }
+}
+
+// ─── combine ──────────────────────────────────────────────────────────────────────────────────────────────────
+
+template <typename T>
+__global__ void combine_kernel(const float* o, const int* idx, const float* w, const int* row_of, const T* b2, T* y,
+                               int k, int H) {
+  const int t = blockIdx.x;
+  for (int c = threadIdx.x; c < H; c += blockDim.x) {
+    float acc = 0.f;
+    for (int j = 0; j < k; ++j) {
+      const size_t ent = static_cast<size_t>(t) * k + j;
+      float v = o[static_cast<size_t>(row_of[ent]) * H + c];
+      if (b2) v += to_f(b2[static_cast<size_t>(idx[ent]) * H + c]);
+      acc = fmaf(w[ent], v, acc);
+    }
+    y[static_cast<size_t>(t) * H + c] = from_f<T>(acc);
+  }
+}
+
+// ─── host side ────────────────────────────────────────────────────────────────────────────────────────────────
+
+struct Layout {
+  size_t idx, w, row_of, row_token, row_expert, counts, offsets, active, num_active, h, o, xp, g, total;
+};
+
+size_t align256(size_t v) { return (v + 255) & ~size_t(255); }
+
+Layout layout(const MoeArgs& a, MoePath path) {
+  const size_t E = static_cast<size_t>(a.S) * a.k, ts = dtype_size(a.dtype), X = static_cast<size_t>(a.X);
+  Layout l{};
+  size_t at = 0;
+  auto take = [&](size_t bytes) {
+    const size_t r = at;
+    at += align256(bytes);
+    return r;
+  };
+  l.idx = take(E * 4);
+  l.w = take(E * 4);
+  l.row_of = take(E * 4);
+  l.row_token = take(E * 4);
+  l.row_expert = take(E * 4);
+  l.counts = take(X * 4);
+  l.offsets = take((X + 1) * 4);
+  l.active = take(X * 4);
+  l.num_active = take(4);
+  l.h = take(E * a.I * ts);
+  l.o = take(E * a.H * 4);
+  if (path == MoePath::gemm) {
+    l.xp = take(E * a.H * ts);
+    l.g = take(E * a.F1 * ts);
+  }
+  l.total = at;
+  return l;
+}
+
+template <typename T, int MODE>
+void launch_skinny(bool vec, dim3 grid, const SkinnyParams& sp, cudaStream_t s) {
+  const dim3 block(32 * kWarps);
+  if (vec)
+    skinny_kernel<T, MODE, true><<<grid, block, 0, s>>>(sp);
+  else
+    skinny_kernel<T, MODE, false><<<grid, block, 0, s>>>(sp);
+}
+
+bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15u) == 0; }
+
+}  // namespace
+
+const char* moe_path_name(MoePath p) {
+  return p == MoePath::skinny ? "skinny" : p == MoePath::gemm ? "gemm" : "automatic";
+}
+
+bool cublas_available(std::string* why) { return load_cublas(why) != nullptr; }
+
+struct MoeRunner::Impl {
+  std::mutex mu;
+  Cublas::Handle handle = nullptr;
+  int handle_device = -1;
+  int* pinned = nullptr;
+  size_t pinned_count = 0;
+  ~Impl() {
+    const Cublas* cb = load_cublas(nullptr);
+    if (handle && cb) cb->destroy(handle);
+    if (pinned) cudaFreeHost(pinned);
+  }
+};
+
+MoeRunner::MoeRunner() : impl_(new Impl()) {}
+MoeRunner::~MoeRunner() = default;
+
+// Skinny while tokens per expert are few: each expert's weights are then read once at full bandwidth, and no host
+// synchronisation is needed. Past that, tensor-core GEMMs win.
+static int64_t skinny_max_tokens() {
+  static const int64_t v = [] {
+    const char* s = std::getenv("HUBMOE_MOE_SKINNY_MAX_S");
+    return s ? std::max<int64_t>(0, std::atoll(s)) : int64_t(16);
+  }();
+  return v;
+}
+
+MoePath MoeRunner::resolve(const MoeArgs& a, MoePath requested) const {
+  MoePath p = requested;
+  if (p == MoePath::automatic) p = a.S <= skinny_max_tokens() ? MoePath::skinny : MoePath::gemm;
+  if (p == MoePath::gemm && !load_cublas(nullptr)) p = MoePath::skinny;
+  return p;
+}
+
+size_t MoeRunner::workspace_bytes(const MoeArgs& a, MoePath path) const { return layout(a, path).total; }
+
+void MoeRunner::run(const MoeArgs& a, void* ws, size_t ws_bytes, void* stream_ptr, MoePath path) {
+  if (a.X > kMaxExperts)
+    throw OpError("MoE (CUDA): " + std::to_string(a.X) + " experts; at most " + std::to_string(kMaxExperts));
+  if (a.S * a.k >= (int64_t(1) << 31) || a.H >= (int64_t(1) << 31) || a.F1 >= (int64_t(1) << 31))
+    throw OpError("MoE (CUDA): sizes exceed 32-bit indexing");
+  if (a.S == 0) return;
+  path = resolve(a, path);
+  const Layout l = layout(a, path);
+  if (ws_bytes < l.total) throw OpError("MoE (CUDA): workspace too small");
+  auto s = static_cast<cudaStream_t>(stream_ptr);
+  auto at = [&](size_t off) { return static_cast<uint8_t*>(ws) + off; };
+  const int S = static_cast<int>(a.S), k = a.k, X = static_cast<int>(a.X), H = static_cast<int>(a.H),
+            I = static_cast<int>(a.I), F1 = static_cast<int>(a.F1);
+  const int entries = S * k;
+
+  RouteParams rp;
+  rp.logits = a.logits;
+  rp.logits_f16 = a.logits_dtype == DType::f16;
+  rp.S = S;
+  rp.X = X;
+  rp.k = k;
+  rp.softmax = a.routing == Routing::softmax;
+  rp.renorm = a.renormalize;
+  rp.idx = reinterpret_cast<int*>(at(l.idx));
+  rp.w = reinterpret_cast<float*>(at(l.w));
+  rp.counts = reinterpret_cast<int*>(at(l.counts));
+  rp.offsets = reinterpret_cast<int*>(at(l.offsets));
+  rp.active = reinterpret_cast<int*>(at(l.active));
+  rp.num_active = reinterpret_cast<int*>(at(l.num_active));
+  rp.row_of = reinterpret_cast<int*>(at(l.row_of));
+  rp.row_token = reinterpret_cast<int*>(at(l.row_token));
+  rp.row_expert = reinterpret_cast<int*>(at(l.row_expert));
+  if (S <= 256) {
+    const int threads = std::min(1024, std::max(64, S * 32));
+    route_fused_kernel<<<1, threads, 0, s>>>(rp);
+  } else {
+    cuda_check(cudaMemsetAsync(rp.counts, 0, static_cast<size_t>(X) * 4, s), "memset");
+    route_topk_kernel<<<(S + 7) / 8, 256, 0, s>>>(rp);
+    route_finalize_kernel<<<1, 1024, 0, s>>>(rp);
+  }
+
+  const bool f16 = a.dtype == DType::f16;
+  const size_t ts = dtype_size(a.dtype);
+  void* h = at(l.h);
+  float* o = reinterpret_cast<float*>(at(l.o));
+  if (path == MoePath::skinny) {
+    const int max_active = std::min<int>(X, entries);
+    const int V = static_cast<int>(16 / ts);
+    SkinnyParams p1{};
+    p1.W = a.fc1;
+    p1.bias = a.fc1_bias;
+    p1.A = a.x;
+    p1.row_token = rp.row_token;
+    p1.out = h;
+    p1.counts = rp.counts;
+    p1.offsets = rp.offsets;
+    p1.active = rp.active;
+    p1.num_active = rp.num_active;
+    p1.K = H;
+    p1.R = I;
+    p1.wrows = F1;
+    p1.I = I;
+    p1.act = static_cast<int>(a.act);
+    const bool vec1 = H % V == 0 && aligned16(a.fc1) && aligned16(a.x);
+    const dim3 g1((I + kWarps * kSkinnyRows - 1) / (kWarps * kSkinnyRows), max_active);
+    if (a.glu) {
+      if (f16)
+        launch_skinny<__half, 0>(vec1, g1, p1, s);
+      else
+        launch_skinny<float, 0>(vec1, g1, p1, s);
+    } else {
+      if (f16)
+        launch_skinny<__half, 1>(vec1, g1, p1, s);
+      else
+        launch_skinny<float, 1>(vec1, g1, p1, s);
+    }
+    SkinnyParams p2 = p1;
+    p2.W = a.fc2;
+    p2.bias = nullptr;
+    p2.A = h;
+    p2.row_token = nullptr;
+    p2.out = o;
+    p2.K = I;
+    p2.R = H;
+    p2.wrows = H;
+    const bool vec2 = I % V == 0 && aligned16(a.fc2) && aligned16(h);
+    const dim3 g2((H + kWarps * kSkinnyRows - 1) / (kWarps * kSkinnyRows), max_active);
+    if (f16)
+      launch_skinny<__half, 2>(vec2, g2, p2, s);
+    else
+      launch_skinny<float, 2>(vec2, g2, p2, s);
+  } else {
+    std::string why;
+    const Cublas* cb = load_cublas(&why);
+    if (!cb) throw OpError("MoE (CUDA): " + why);
+    uint8_t* xp = at(l.xp);
+    void* g = at(l.g);
+    const size_t row_bytes = static_cast<size_t>(H) * ts;
+    gather_rows_kernel<<<entries, 128, 0, s>>>(static_cast<const uint8_t*>(a.x), rp.row_token, xp, row_bytes,
+                                               row_bytes % 16 == 0 && aligned16(a.x));
+    std::lock_guard<std::mutex> lock(impl_->mu);
+    // The per-expert GEMM sizes must be known on the host: one small device→host copy and a stream sync.
+    if (impl_->pinned_count < static_cast<size_t>(X)) {
+      if (impl_->pinned) cudaFreeHost(impl_->pinned);
+      impl_->pinned = nullptr;
+      cuda_check(cudaMallocHost(reinterpret_cast<void**>(&impl_->pinned), static_cast<size_t>(X) * 4), "cudaMallocHost");
+      impl_->pinned_count = static_cast<size_t>(X);
+    }
+    cuda_check(cudaMemcpyAsync(impl_->pinned, rp.counts, static_cast<size_t>(X) * 4, cudaMemcpyDeviceToHost, s),
+               "copy counts");
+    int device = 0;
+    cuda_check(cudaGetDevice(&device), "cudaGetDevice");
+    if (!impl_->handle || impl_->handle_device != device) {
+      if (impl_->handle) cb->destroy(impl_->handle);
+      impl_->handle = nullptr;
+      if (const int st = cb->create(&impl_->handle))
+        throw OpError("MoE (CUDA): cublasCreate failed with status " + std::to_string(st));
+      impl_->handle_device = device;
+    }
+    if (const int st = cb->set_stream(impl_->handle, s))
+      throw OpError("MoE (CUDA): cublasSetStream failed with status " + std::to_string(st));
+    cuda_check(cudaStreamSynchronize(s), "stream sync for expert counts");
+    const cudaDataType ab = f16 ? CUDA_R_16F : CUDA_R_32F;
+    const float one = 1.f, zero = 0.f;
+    auto gemm_check = [&](int st, const char* what) {
+      if (st)
+        throw OpError(std::string("MoE (CUDA): cublasGemmEx (") + what + ") failed: " +
+                      (cb->status_string ? cb->status_string(st) : std::to_string(st)));
+    };
+    // Row-major C[c, n] = A[c, K] · W[n, K]ᵀ is column-major Cᵀ = W·Aᵀ: gemm(T, N, m = n, n = c, k = K).
+    int off = 0;
+    for (int e = 0; e < X; ++e) {
+      const int c = impl_->pinned[e];
+      if (c) {
+        gemm_check(cb->gemm_ex(impl_->handle, kCublasOpT, kCublasOpN, F1, c, H, &one,
+                               static_cast<const uint8_t*>(a.fc1) + static_cast<size_t>(e) * F1 * H * ts, ab, H,
+                               xp + static_cast<size_t>(off) * H * ts, ab, H, &zero,
+                               static_cast<uint8_t*>(g) + static_cast<size_t>(off) * F1 * ts, ab, F1,
+                               kCublasCompute32F, kCublasGemmDefault),
+                   "fc1");
+      }
+      off += c;
+    }
+    {
+      const size_t total = static_cast<size_t>(entries) * I;
+      const int blocks = static_cast<int>(std::min<size_t>((total + 255) / 256, 132 * 16));
+      if (f16)
+        act_kernel<__half><<<blocks, 256, 0, s>>>(static_cast<const __half*>(g), static_cast<const __half*>(a.fc1_bias),
+                                                  rp.row_expert, static_cast<__half*>(h), entries, I, F1, a.glu,
+                                                  static_cast<int>(a.act));
+      else
+        act_kernel<float><<<blocks, 256, 0, s>>>(static_cast<const float*>(g), static_cast<const float*>(a.fc1_bias),
+                                                 rp.row_expert, static_cast<float*>(h), entries, I, F1, a.glu,
+                                                 static_cast<int>(a.act));
+    }
+    off = 0;
+    for (int e = 0; e < X; ++e) {
+      const int c = impl_->pinned[e];
+      if (c) {
+        gemm_check(cb->gemm_ex(impl_->handle, kCublasOpT, kCublasOpN, H, c, I, &one,
+                               static_cast<const uint8_t*>(a.fc2) + static_cast<size_t>(e) * H * I * ts, ab, I,
+                               static_cast<const uint8_t*>(h) + static_cast<size_t>(off) * I * ts, ab, I, &zero,
+                               o + static_cast<size_t>(off) * H, CUDA_R_32F, H, kCublasCompute32F, kCublasGemmDefault),
+                   "fc2");
+      }
+      off += c;
+    }
+  }
+  if (f16)
+    combine_kernel<__half><<<S, 256, 0, s>>>(o, rp.idx, rp.w, rp.row_of, static_cast<const __half*>(a.fc2_bias),
+                                              static_cast<__half*>(a.y), k, H);
+  else
+    combine_kernel<float><<<S, 256, 0, s>>>(o, rp.idx, rp.w, rp.row_of, static_cast<const float*>(a.fc2_bias),
+                                             static_cast<float*>(a.y), k, H);
+  cuda_check(cudaGetLastError(), "kernel launch");
+}
+
+}  // namespace cuda
+}  // namespace hubmoe

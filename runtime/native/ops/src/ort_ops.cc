@@ -1,0 +1,436 @@
+// ONNX Runtime glue: the ai.hubmoe custom ops for the CPU execution provider and, when built with
+// HUBMOE_WITH_CUDA, the CUDA execution provider; and RegisterCustomOps, the library's entry point.
+// The library is not linked against libonnxruntime: ORT hands it the API in RegisterCustomOps.
+#define ORT_API_MANUAL_INIT
+#include <onnxruntime_cxx_api.h>
+#undef ORT_API_MANUAL_INIT
+
+#include <cstdlib>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "moe.h"
+#include "selective_scan.h"
+#ifdef HUBMOE_WITH_CUDA
+#include "cuda_ops.h"
+#endif
+
+namespace {
+
+using namespace hubmoe;
+
+const char* const kDomain = "ai.hubmoe";
+
+const OrtApi& api() { return Ort::GetApi(); }
+
+void check(OrtStatus* st) {
+  if (st) {
+    std::string m = api().GetErrorMessage(st);
+    api().ReleaseStatus(st);
+    throw OpError(m);
+  }
+}
+
+enum class Ep { cpu, cuda };
+const char* ep_name(Ep ep) { return ep == Ep::cuda ? "CUDAExecutionProvider" : "CPUExecutionProvider"; }
+
+constexpr ONNXTensorElementDataType kF32 = ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT;
+constexpr ONNXTensorElementDataType kF16 = ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT16;
+
+const char* type_name(ONNXTensorElementDataType t) {
+  switch (t) {
+    case kF32:
+      return "float32";
+    case kF16:
+      return "float16";
+    case ONNX_TENSOR_ELEMENT_DATA_TYPE_DOUBLE:
+      return "float64";
+    case ONNX_TENSOR_ELEMENT_DATA_TYPE_BFLOAT16:
+      return "bfloat16";
+    default:
+      return "a non-float type";
+  }
+}
+
+struct TensorIn {
+  const OrtValue* value = nullptr;  // null: absent
+  ONNXTensorElementDataType type = ONNX_TENSOR_ELEMENT_DATA_TYPE_UNDEFINED;
+  std::vector<int64_t> dims;
+  const void* data = nullptr;
+  bool present() const { return value != nullptr; }
+  ShapeRef shape() const { return present() ? ShapeRef{dims.data(), static_cast<int>(dims.size())} : ShapeRef{}; }
+  int rank() const { return present() ? static_cast<int>(dims.size()) : -1; }
+};
+
+TensorIn input(OrtKernelContext* ctx, size_t i) {
+  size_t n = 0;
+  check(api().KernelContext_GetInputCount(ctx, &n));
+  TensorIn t;
+  if (i >= n) return t;
+  check(api().KernelContext_GetInput(ctx, i, &t.value));
+  if (!t.value) return t;
+  OrtTensorTypeAndShapeInfo* info = nullptr;
+  check(api().GetTensorTypeAndShape(t.value, &info));
+  size_t rank = 0;
+  OrtStatus* st = api().GetTensorElementType(info, &t.type);
+  if (!st) st = api().GetDimensionsCount(info, &rank);
+  if (!st) {
+    t.dims.resize(rank);
+    st = api().GetDimensions(info, t.dims.data(), rank);
+  }
+  api().ReleaseTensorTypeAndShapeInfo(info);
+  check(st);
+  void* p = nullptr;
+  check(api().GetTensorMutableData(const_cast<OrtValue*>(t.value), &p));
+  t.data = p;
+  return t;
+}
+
+void* output(OrtKernelContext* ctx, size_t i, const std::vector<int64_t>& dims) {
+  OrtValue* v = nullptr;
+  check(api().KernelContext_GetOutput(ctx, i, dims.data(), dims.size(), &v));
+  void* p = nullptr;
+  check(api().GetTensorMutableData(v, &p));
+  return p;
+}
+
+void expect_type(const TensorIn& t, const char* op, const char* name, ONNXTensorElementDataType want) {
+  if (t.present() && t.type != want)
+    throw OpError(std::string(op) + ": input '" + name + "' is " + type_name(t.type) + ", expected " + type_name(want));
+}
+
+DType dtype_of(ONNXTensorElementDataType t, const char* op) {
+  if (t == kF32) return DType::f32;
+  if (t == kF16) return DType::f16;
+  throw OpError(std::string(op) + ": T must be float32 or float16, got " + type_name(t));
+}
+
+int64_t attr_int(const OrtKernelInfo* info, const char* name, int64_t def, bool required = false, const char* op = "") {
+  int64_t v = 0;
+  OrtStatus* st = api().KernelInfoGetAttribute_int64(info, name, &v);
+  if (st) {
+    api().ReleaseStatus(st);
+    if (required) throw OpError(std::string(op) + ": attribute '" + name + "' (int) is required");
+    return def;
+  }
+  return v;
+}
+
+std::string attr_str(const OrtKernelInfo* info, const char* name, const char* def) {
+  size_t size = 0;
+  OrtStatus* st = api().KernelInfoGetAttribute_string(info, name, nullptr, &size);
+  if (st) {
+    api().ReleaseStatus(st);
+    return def;
+  }
+  std::string s(size, '\0');
+  check(api().KernelInfoGetAttribute_string(info, name, &s[0], &size));
+  s.resize(size > 0 ? size - 1 : 0);
+  return s;
+}
+
+struct OrtParallel : Parallel {
+  OrtKernelContext* ctx;
+  explicit OrtParallel(OrtKernelContext* c) : ctx(c) {}
+  void run(size_t tasks, void (*body)(void*, size_t), void* c) const override {
+    check(api().KernelContext_ParallelFor(ctx, body, tasks, 0, c));
+  }
+};
+
+template <typename F>
+OrtStatusPtr guarded(const char* op, F&& fn) noexcept {
+  try {
+    fn();
+    return nullptr;
+  } catch (const OpError& e) {
+    return api().CreateStatus(ORT_INVALID_ARGUMENT, e.what());
+  } catch (const Ort::Exception& e) {
+    return api().CreateStatus(e.GetOrtErrorCode(), (std::string(op) + ": " + e.what()).c_str());
+  } catch (const std::exception& e) {
+    return api().CreateStatus(ORT_FAIL, (std::string(op) + ": " + e.what()).c_str());
+  } catch (...) {
+    return api().CreateStatus(ORT_FAIL, (std::string(op) + ": unknown error").c_str());
+  }
+}
+
+// Output types: the type and shape inference ORT runs while loading a model. y takes the element type and shape
+// of input 0; other outputs are fixed. (ORT builds one type parameter per input and output of a custom op, so
+// without this an output that may be float or float16 has no inferable type.)
+struct TypeShape {
+  ONNXTensorElementDataType type = ONNX_TENSOR_ELEMENT_DATA_TYPE_UNDEFINED;
+  std::vector<int64_t> dims;
+  std::vector<std::string> syms;
+};
+
+OrtStatus* get_type_shape(OrtShapeInferContext* ctx, size_t i, TypeShape& out) {
+  OrtTensorTypeAndShapeInfo* info = nullptr;  // owned by ctx
+  if (OrtStatus* st = api().ShapeInferContext_GetInputTypeShape(ctx, i, &info)) return st;
+  if (OrtStatus* st = api().GetTensorElementType(info, &out.type)) return st;
+  size_t rank = 0;
+  if (OrtStatus* st = api().GetDimensionsCount(info, &rank)) return st;
+  out.dims.resize(rank);
+  std::vector<const char*> syms(rank, nullptr);
+  if (rank) {
+    if (OrtStatus* st = api().GetDimensions(info, out.dims.data(), rank)) return st;
+    if (OrtStatus* st = api().GetSymbolicDimensions(info, syms.data(), rank)) return st;
+  }
+  out.syms.clear();
+  for (const char* s : syms) out.syms.emplace_back(s ? s : "");
+  return nullptr;
+}
+
+OrtStatus* set_type_shape(OrtShapeInferContext* ctx, size_t i, const TypeShape& ts) {
+  OrtTensorTypeAndShapeInfo* info = nullptr;
+  if (OrtStatus* st = api().CreateTensorTypeAndShapeInfo(&info)) return st;
+  std::vector<const char*> syms;
+  for (const auto& s : ts.syms) syms.push_back(s.c_str());
+  OrtStatus* st = api().SetTensorElementType(info, ts.type);
+  if (!st) st = api().SetDimensions(info, ts.dims.data(), ts.dims.size());
+  if (!st) st = api().SetSymbolicDimensions(info, syms.data(), syms.size());
+  if (!st) st = api().ShapeInferContext_SetOutputTypeShape(ctx, i, info);
+  api().ReleaseTensorTypeAndShapeInfo(info);
+  return st;
+}
+
+// ─── SelectiveScan ────────────────────────────────────────────────────────────────────────────────────────────
+
+struct ScanKernel {
+  Ep ep;
+  bool softplus;
+  ScanKernel(const OrtKernelInfo* info, Ep e) : ep(e), softplus(attr_int(info, "delta_softplus", 1) != 0) {}
+
+  OrtStatusPtr ComputeV2(OrtKernelContext* ctx) noexcept {
+    return guarded("SelectiveScan", [&] {
+      const char* op = "SelectiveScan";
+      TensorIn x = input(ctx, 0), dt = input(ctx, 1), A = input(ctx, 2), Bm = input(ctx, 3), Cm = input(ctx, 4),
+               D = input(ctx, 5), z = input(ctx, 6), bias = input(ctx, 7), st = input(ctx, 8);
+      ScanArgs a;
+      scan_check_shapes(x.shape(), dt.shape(), A.shape(), Bm.shape(), Cm.shape(), D.shape(), z.shape(), bias.shape(),
+                        st.shape(), a);
+      a.dtype = dtype_of(x.type, op);
+      expect_type(dt, op, "dt", x.type);
+      expect_type(Bm, op, "Bm", x.type);
+      expect_type(Cm, op, "Cm", x.type);
+      expect_type(z, op, "z", x.type);
+      expect_type(A, op, "A", kF32);
+      expect_type(D, op, "D", kF32);
+      expect_type(bias, op, "dt_bias", kF32);
+      expect_type(st, op, "state_in", kF32);
+      a.x = x.data;
+      a.dt = dt.data;
+      a.A = static_cast<const float*>(A.data);
+      a.Bm = Bm.data;
+      a.Cm = Cm.data;
+      a.D = static_cast<const float*>(D.data);
+      a.z = z.data;
+      a.dt_bias = static_cast<const float*>(bias.data);
+      a.state_in = static_cast<const float*>(st.data);
+      a.delta_softplus = softplus;
+      a.y = output(ctx, 0, {a.B, a.L, a.E});
+      a.state_out = static_cast<float*>(output(ctx, 1, {a.B, a.E, a.N}));
+      if (ep == Ep::cpu) {
+        selective_scan_cpu(a, OrtParallel(ctx));
+      } else {
+#ifdef HUBMOE_WITH_CUDA
+        void* stream = nullptr;
+        check(api().KernelContext_GetGPUComputeStream(ctx, &stream));
+        cuda::selective_scan(a, stream);
+#endif
+      }
+    });
+  }
+};
+
+OrtStatusPtr infer_scan(const OrtCustomOp*, OrtShapeInferContext* ctx) noexcept {
+  TypeShape x, A;
+  if (OrtStatus* st = get_type_shape(ctx, 0, x)) return st;
+  if (OrtStatus* st = get_type_shape(ctx, 2, A)) return st;
+  if (OrtStatus* st = set_type_shape(ctx, 0, x)) return st;
+  if (x.dims.size() == 3 && A.dims.size() == 2) {
+    TypeShape s;
+    s.type = kF32;
+    s.dims = {x.dims[0], x.dims[2], A.dims[1]};
+    s.syms = {x.syms[0], x.syms[2], A.syms[1]};
+    if (OrtStatus* st = set_type_shape(ctx, 1, s)) return st;
+  }
+  return nullptr;
+}
+
+struct ScanOp : Ort::CustomOpBase<ScanOp, ScanKernel, true> {
+  Ep ep_;
+  ONNXTensorElementDataType t_;
+  ScanOp(Ep ep, ONNXTensorElementDataType t) : ep_(ep), t_(t) { OrtCustomOp::InferOutputShapeFn = infer_scan; }
+  OrtStatusPtr CreateKernelV2(const OrtApi&, const OrtKernelInfo* info, void** kernel) const {
+    return guarded("SelectiveScan", [&] { *kernel = new ScanKernel(info, ep_); });
+  }
+  const char* GetName() const { return "SelectiveScan"; }
+  const char* GetExecutionProviderType() const { return ep_name(ep_); }
+  size_t GetInputTypeCount() const { return 9; }
+  ONNXTensorElementDataType GetInputType(size_t i) const {
+    return (i == 2 || i == 5 || i == 7 || i == 8) ? kF32 : t_;
+  }
+  OrtCustomOpInputOutputCharacteristic GetInputCharacteristic(size_t i) const {
+    return i >= 6 ? INPUT_OUTPUT_OPTIONAL : INPUT_OUTPUT_REQUIRED;
+  }
+  size_t GetOutputTypeCount() const { return 2; }
+  ONNXTensorElementDataType GetOutputType(size_t i) const { return i == 0 ? t_ : kF32; }
+};
+
+// ─── MoE ──────────────────────────────────────────────────────────────────────────────────────────────────────
+
+struct MoeKernel {
+  Ep ep;
+  MoeArgs attrs;  // k, routing, renormalize, act, glu
+#ifdef HUBMOE_WITH_CUDA
+  std::unique_ptr<cuda::MoeRunner> runner;
+  cuda::MoePath path = cuda::MoePath::automatic;
+#endif
+
+  MoeKernel(const OrtKernelInfo* info, Ep e) : ep(e) {
+    attrs.k = static_cast<int>(attr_int(info, "k", 0, true, "MoE"));
+    attrs.routing = parse_routing(attr_str(info, "routing", "softmax"));
+    attrs.renormalize = attr_int(info, "renormalize", 0) != 0;
+    attrs.act = parse_activation(attr_str(info, "activation", "silu"));
+    attrs.glu = attr_int(info, "glu", 0) != 0;
+    if (attrs.k < 1) throw OpError("MoE: attribute 'k' must be at least 1, got " + std::to_string(attrs.k));
+#ifdef HUBMOE_WITH_CUDA
+    if (ep == Ep::cuda) {
+      runner.reset(new cuda::MoeRunner());
+      if (const char* p = std::getenv("HUBMOE_MOE_PATH")) {  // for experiments: skinny | gemm
+        const std::string s = p;
+        path = s == "skinny" ? cuda::MoePath::skinny : s == "gemm" ? cuda::MoePath::gemm : cuda::MoePath::automatic;
+      }
+    }
+#endif
+  }
+
+  OrtStatusPtr ComputeV2(OrtKernelContext* ctx) noexcept {
+    return guarded("MoE", [&] {
+      const char* op = "MoE";
+      TensorIn x = input(ctx, 0), lg = input(ctx, 1), f1 = input(ctx, 2), b1 = input(ctx, 3), f2 = input(ctx, 4),
+               b2 = input(ctx, 5);
+      MoeArgs a = attrs;
+      moe_check(x.dims.data(), x.rank(), lg.dims.data(), lg.rank(), f1.dims.data(), f1.rank(), b1.dims.data(),
+                b1.rank(), f2.dims.data(), f2.rank(), b2.dims.data(), b2.rank(), a);
+      a.dtype = dtype_of(x.type, op);
+      if (lg.type != kF32 && lg.type != x.type)
+        throw OpError(std::string("MoE: input 'router_logits' is ") + type_name(lg.type) + ", expected float32 or " +
+                      type_name(x.type));
+      a.logits_dtype = lg.type == kF32 ? DType::f32 : DType::f16;
+      expect_type(f1, op, "fc1", x.type);
+      expect_type(b1, op, "fc1_bias", x.type);
+      expect_type(f2, op, "fc2", x.type);
+      expect_type(b2, op, "fc2_bias", x.type);
+      a.x = x.data;
+      a.logits = lg.data;
+      a.fc1 = f1.data;
+      a.fc1_bias = b1.data;
+      a.fc2 = f2.data;
+      a.fc2_bias = b2.data;
+      a.y = output(ctx, 0, x.dims);  // y has the shape of x: [..., H]
+      if (a.S == 0) return;
+      if (ep == Ep::cpu) {
+        moe_cpu(a, OrtParallel(ctx));
+      } else {
+#ifdef HUBMOE_WITH_CUDA
+        void* stream = nullptr;
+        check(api().KernelContext_GetGPUComputeStream(ctx, &stream));
+        const cuda::MoePath p = runner->resolve(a, path);
+        const size_t bytes = runner->workspace_bytes(a, p);
+        const OrtMemoryInfo* mem = nullptr;
+        check(api().GetTensorMemoryInfo(x.value, &mem));
+        OrtAllocator* alloc = nullptr;
+        check(api().KernelContext_GetAllocator(ctx, mem, &alloc));
+        struct Scratch {
+          OrtAllocator* alloc;
+          void* p;
+          ~Scratch() {
+            // Freed while the kernels may still run: ORT's device arena hands the block out again only to work
+            // queued after them on the same compute stream.
+            if (p) alloc->Free(alloc, p);
+            api().ReleaseAllocator(alloc);
+          }
+        } scratch{alloc, bytes ? alloc->Alloc(alloc, bytes) : nullptr};
+        if (bytes && !scratch.p) throw OpError("MoE: could not allocate " + std::to_string(bytes) + " bytes of scratch");
+        runner->run(a, scratch.p, bytes, stream, p);
+#endif
+      }
+    });
+  }
+};
+
+OrtStatusPtr infer_moe(const OrtCustomOp*, OrtShapeInferContext* ctx) noexcept {
+  TypeShape x;
+  if (OrtStatus* st = get_type_shape(ctx, 0, x)) return st;
+  return set_type_shape(ctx, 0, x);
+}
+
+struct MoeOp : Ort::CustomOpBase<MoeOp, MoeKernel, true> {
+  Ep ep_;
+  ONNXTensorElementDataType t_;
+  MoeOp(Ep ep, ONNXTensorElementDataType t) : ep_(ep), t_(t) { OrtCustomOp::InferOutputShapeFn = infer_moe; }
+  OrtStatusPtr CreateKernelV2(const OrtApi&, const OrtKernelInfo* info, void** kernel) const {
+    return guarded("MoE", [&] { *kernel = new MoeKernel(info, ep_); });
+  }
+  const char* GetName() const { return "MoE"; }
+  const char* GetExecutionProviderType() const { return ep_name(ep_); }
+  size_t GetInputTypeCount() const { return 6; }
+  // router_logits may be float32 or T: left open here and checked by the kernel.
+  ONNXTensorElementDataType GetInputType(size_t i) const {
+    return i == 1 ? ONNX_TENSOR_ELEMENT_DATA_TYPE_UNDEFINED : t_;
+  }
+  OrtCustomOpInputOutputCharacteristic GetInputCharacteristic(size_t i) const {
+    return (i == 3 || i == 5) ? INPUT_OUTPUT_OPTIONAL : INPUT_OUTPUT_REQUIRED;
+  }
+  size_t GetOutputTypeCount() const { return 1; }
+  ONNXTensorElementDataType GetOutputType(size_t) const { return t_; }
+};
+
+// ─── Registration ─────────────────────────────────────────────────────────────────────────────────────────────
+
+struct OpSet {
+  std::vector<std::unique_ptr<OrtCustomOp>> ops;
+  OpSet() {
+    std::vector<Ep> eps{Ep::cpu};
+#ifdef HUBMOE_WITH_CUDA
+    eps.push_back(Ep::cuda);
+#endif
+    for (Ep ep : eps)
+      for (ONNXTensorElementDataType t : {kF32, kF16}) {
+        ops.emplace_back(new ScanOp(ep, t));
+        ops.emplace_back(new MoeOp(ep, t));
+      }
+  }
+};
+
+std::mutex g_mutex;
+std::vector<Ort::CustomOpDomain>* g_domains = nullptr;  // kept alive for the sessions that use them
+
+}  // namespace
+
+extern "C" __attribute__((visibility("default"))) OrtStatus* ORT_API_CALL
+RegisterCustomOps(OrtSessionOptions* options, const OrtApiBase* api_base) {
+  const OrtApi* a = api_base->GetApi(ORT_API_VERSION);
+  if (!a) {
+    const OrtApi* any = api_base->GetApi(1);
+    const std::string m = std::string("hubmoe ops need ONNX Runtime API version ") + std::to_string(ORT_API_VERSION) +
+                          " (ORT >= 1." + std::to_string(ORT_API_VERSION) + "); this runtime is " +
+                          api_base->GetVersionString();
+    return any ? any->CreateStatus(ORT_FAIL, m.c_str()) : nullptr;
+  }
+  Ort::InitApi(a);
+  try {
+    static OpSet opset;
+    Ort::CustomOpDomain domain(kDomain);
+    for (const auto& op : opset.ops) domain.Add(op.get());
+    Ort::UnownedSessionOptions(options).Add(domain);
+    std::lock_guard<std::mutex> lock(g_mutex);
+    if (!g_domains) g_domains = new std::vector<Ort::CustomOpDomain>();
+    g_domains->push_back(std::move(domain));
+    return nullptr;
+  } catch (const std::exception& e) {
+    return a->CreateStatus(ORT_FAIL, (std::string("hubmoe RegisterCustomOps: ") + e.what()).c_str());
+  }
+}

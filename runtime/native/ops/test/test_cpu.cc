@@ -1,0 +1,210 @@
+// CPU kernels of ai.hubmoe ops against double-precision references (reference.h) on random inputs.
+// Exit status 0 when every check passes. Runs in CI (no GPU, no ONNX Runtime needed).
+#include <cstdio>
+#include <cmath>
+#include <cstdlib>
+
+#include "problems.h"
+
+using namespace testutil;
+using hubmoe::DType;
+
+namespace {
+
+const double kTolF32 = 2e-5;  // fp32 kernels vs double: rounding of fp32 arithmetic
+const double kTolF16 = 1e-3;  // fp16 outputs: half an fp16 ulp (4.9e-4 relative) plus fp32 arithmetic
+
+std::string scan_name(const ScanProblem& p, const char* extra = "") {
+  char b[256];
+  std::snprintf(b, sizeof b, "SelectiveScan %s B=%lld L=%lld E=%lld N=%lld z=%d dt_bias=%d state_in=%d softplus=%d%s",
+                hubmoe::dtype_name(p.dtype), (long long)p.r.B, (long long)p.r.L, (long long)p.r.E, (long long)p.r.N,
+                p.has_z, p.has_bias, p.has_state, p.r.softplus, extra);
+  return b;
+}
+
+struct ScanOut {
+  std::vector<uint8_t> y;
+  std::vector<float> state;
+};
+
+ScanOut run_scan(const hubmoe::ScanArgs& a0, const hubmoe::Parallel& par) {
+  ScanOut o;
+  o.y.resize(static_cast<size_t>(a0.B * a0.L * a0.E) * hubmoe::dtype_size(a0.dtype));
+  o.state.resize(static_cast<size_t>(a0.B * a0.E * a0.N));
+  hubmoe::ScanArgs a = a0;
+  a.y = o.y.data();
+  a.state_out = o.state.data();
+  hubmoe::selective_scan_cpu(a, par);
+  return o;
+}
+
+void test_scan(Tally& t, const hubmoe::Parallel& par) {
+  uint64_t seed = 1;
+  for (DType dt : {DType::f32, DType::f16})
+    for (int64_t L : {1, 7, 64})
+      for (int mask = 0; mask < 8; ++mask)
+        for (int64_t N : {16, 5}) {
+          if (N == 5 && mask != 7) continue;
+          ScanProblem p = make_scan(2, L, 37, N, dt, mask & 1, mask & 2, mask & 4, seed++);
+          ScanOut o = run_scan(p.args(), par);
+          std::vector<double> ry, rs;
+          ref::scan(p.r, ry, rs);
+          const double tol = dt == DType::f32 ? kTolF32 : kTolF16;
+          t.check_err(scan_name(p) + " y", rel_err(read(o.y.data(), ry.size(), dt), ry), tol);
+          t.check_err(scan_name(p) + " state_out",
+                      rel_err(read(o.state.data(), rs.size(), DType::f32), rs), kTolF32);
+        }
+  // delta_softplus = 0 (dt used as is)
+  for (DType dt : {DType::f32, DType::f16}) {
+    ScanProblem p = make_scan(1, 9, 33, 16, dt, true, true, true, 99, false);
+    ScanOut o = run_scan(p.args(), par);
+    std::vector<double> ry, rs;
+    ref::scan(p.r, ry, rs);
+    t.check_err(scan_name(p) + " y", rel_err(read(o.y.data(), ry.size(), dt), ry), dt == DType::f32 ? kTolF32 : kTolF16);
+    t.check_err(scan_name(p) + " state_out", rel_err(read(o.state.data(), rs.size(), DType::f32), rs), kTolF32);
+  }
+  // A sequence split into two calls, carrying state_out → state_in, equals one call.
+  for (DType dt : {DType::f32, DType::f16})
+    for (bool first_state : {false, true}) {
+      ScanProblem p = make_scan(2, 64, 40, 16, dt, true, true, first_state, 7 + first_state);
+      ScanOut full = run_scan(p.args(), par);
+      const int64_t L1 = 23, L2 = 64 - L1, B = 2, E = 40;
+      const size_t es = hubmoe::dtype_size(dt);
+      auto slice = [&](const Buf& b, int64_t width, int64_t t0, int64_t len) {
+        std::vector<uint8_t> out(static_cast<size_t>(B * len * width) * es);
+        for (int64_t bb = 0; bb < B; ++bb)
+          std::memcpy(out.data() + static_cast<size_t>(bb * len * width) * es,
+                      b.bytes.data() + static_cast<size_t>((bb * 64 + t0) * width) * es,
+                      static_cast<size_t>(len * width) * es);
+        return out;
+      };
+      std::vector<uint8_t> parts[2][5];
+      const Buf* srcs[5] = {&p.x, &p.dt, &p.Bm, &p.Cm, &p.z};
+      const int64_t widths[5] = {E, E, 16, 16, E};
+      for (int i = 0; i < 5; ++i) {
+        parts[0][i] = slice(*srcs[i], widths[i], 0, L1);
+        parts[1][i] = slice(*srcs[i], widths[i], L1, L2);
+      }
+      ScanOut half[2];
+      for (int h = 0; h < 2; ++h) {
+        hubmoe::ScanArgs a = p.args();
+        a.L = h == 0 ? L1 : L2;
+        a.x = parts[h][0].data();
+        a.dt = parts[h][1].data();
+        a.Bm = parts[h][2].data();
+        a.Cm = parts[h][3].data();
+        a.z = parts[h][4].data();
+        if (h == 1) a.state_in = half[0].state.data();
+        half[h] = run_scan(a, par);
+      }
+      double ydiff = 0, sdiff = 0;
+      std::vector<double> yf = read(full.y.data(), static_cast<size_t>(B * 64 * E), dt);
+      std::vector<double> y0 = read(half[0].y.data(), static_cast<size_t>(B * L1 * E), dt);
+      std::vector<double> y1 = read(half[1].y.data(), static_cast<size_t>(B * L2 * E), dt);
+      for (int64_t bb = 0; bb < B; ++bb)
+        for (int64_t tt = 0; tt < 64; ++tt)
+          for (int64_t e = 0; e < E; ++e) {
+            const double got = tt < L1 ? y0[(bb * L1 + tt) * E + e] : y1[(bb * L2 + tt - L1) * E + e];
+            ydiff = std::max(ydiff, std::fabs(got - yf[(bb * 64 + tt) * E + e]));
+          }
+      for (size_t i = 0; i < full.state.size(); ++i)
+        sdiff = std::max(sdiff, std::fabs(double(full.state[i]) - half[1].state[i]));
+      t.check_err(scan_name(p, " split 23+41 vs one call: y"), ydiff, 0.0);
+      t.check_err(scan_name(p, " split 23+41 vs one call: state_out"), sdiff, 0.0);
+    }
+}
+
+std::string moe_name(const MoeProblem& p) {
+  char b[320];
+  std::snprintf(b, sizeof b, "MoE %s logits=%s S=%lld H=%lld X=%lld I=%lld k=%d %s renorm=%d %s glu=%d bias=%d",
+                hubmoe::dtype_name(p.dtype), hubmoe::dtype_name(p.logits_dtype), (long long)p.r.S, (long long)p.r.H,
+                (long long)p.r.X, (long long)p.r.I, p.r.k, p.r.routing.c_str(), p.r.renormalize,
+                p.r.activation.c_str(), p.r.glu, p.has_bias);
+  return b;
+}
+
+void test_moe(Tally& t, const hubmoe::Parallel& par) {
+  struct Route {
+    const char* routing;
+    int k;
+    bool renorm;
+  };
+  const Route routes[] = {{"softmax", 2, false}, {"softmax", 1, false}, {"sigmoid", 1, false},
+                          {"softmax", 3, true},  {"sigmoid", 2, true}};
+  uint64_t seed = 1000;
+  for (DType dt : {DType::f32, DType::f16})
+    for (const Route& r : routes)
+      for (const char* act : {"silu", "gelu_erf", "gelu_tanh", "relu"})
+        for (bool glu : {false, true})
+          for (bool bias : {false, true})
+            for (int64_t S : {1, 33}) {
+              // fp16 models may carry fp16 or fp32 router logits
+              const DType lt = (dt == DType::f16 && (seed & 1)) ? DType::f16 : DType::f32;
+              MoeProblem p = make_moe(S, 48, 8, 40, r.k, r.routing, r.renorm, act, glu, bias, dt, lt, seed++);
+              hubmoe::MoeArgs a = p.args();
+              std::vector<uint8_t> y(static_cast<size_t>(S * 48) * hubmoe::dtype_size(dt));
+              a.y = y.data();
+              hubmoe::moe_cpu(a, par);
+              std::vector<double> ry;
+              ref::moe(p.r, ry);
+              t.check_err(moe_name(p), rel_err(read(y.data(), ry.size(), dt), ry), dt == DType::f32 ? kTolF32 : kTolF16);
+            }
+}
+
+void test_errors(Tally& t) {
+  // Shape and attribute errors are reported, not crashed on.
+  int caught = 0;
+  try {
+    hubmoe::parse_activation("swish");
+  } catch (const hubmoe::OpError&) {
+    ++caught;
+  }
+  try {
+    hubmoe::MoeArgs a;
+    a.k = 3;
+    const int64_t x[] = {4, 8}, lg[] = {4, 2}, f1[] = {2, 6, 8}, f2[] = {2, 8, 6};
+    hubmoe::moe_check(x, 2, lg, 2, f1, 3, nullptr, -1, f2, 3, nullptr, -1, a);  // k > X
+  } catch (const hubmoe::OpError&) {
+    ++caught;
+  }
+  try {
+    hubmoe::ScanArgs a;
+    const int64_t x[] = {1, 3, 8}, dt[] = {1, 3, 8}, A[] = {8, 4}, B[] = {1, 3, 5}, D[] = {8};
+    hubmoe::scan_check_shapes({x, 3}, {dt, 3}, {A, 2}, {B, 3}, {B, 3}, {D, 1}, {}, {}, {}, a);  // Bm has N=5 ≠ 4
+  } catch (const hubmoe::OpError&) {
+    ++caught;
+  }
+  t.check(caught == 3, "bad shapes/attributes raise OpError", caught, 3);
+}
+
+void test_half_conversion(Tally& t) {
+  // float_to_half is round-to-nearest-even and the inverse of half_to_float on every finite half.
+  int bad = 0;
+  for (uint32_t h = 0; h < 0x10000; ++h) {
+    if ((h & 0x7c00) == 0x7c00) continue;
+    const float f = hubmoe::half_to_float(static_cast<uint16_t>(h));
+    if (hubmoe::float_to_half(f) != h) ++bad;
+  }
+  const float tricky[] = {65504.f, 65519.f, 65520.f, 5.96046448e-8f, 2.98023224e-8f,
+                          std::nextafter(2.98023224e-8f, 1.f), 1e-10f, 0.1f};  // 2^-24, 2^-25 (tie → 0), just above
+  const uint16_t want[] = {0x7bff, 0x7bff, 0x7c00, 0x0001, 0x0000, 0x0001, 0x0000, 0x2e66};
+  for (int i = 0; i < 8; ++i) bad += hubmoe::float_to_half(tricky[i]) != want[i];
+  t.check(bad == 0, "fp16 conversion round trip", bad, 0);
+}
+
+}  // namespace
+
+int main() {
+  Tally t;
+  test_half_conversion(t);
+  test_errors(t);
+  hubmoe::SerialParallel serial;
+  ThreadParallel threads(4);
+  test_scan(t, serial);
+  test_scan(t, threads);
+  test_moe(t, serial);
+  test_moe(t, threads);
+  t.print_worst();
+  std::printf("%s: %d passed, %d failed\n", t.failed ? "FAILED" : "ok", t.passed, t.failed);
+  return t.failed ? 1 : 0;
+}

@@ -1,0 +1,403 @@
+// CUDA kernels of the ai.hubmoe ops against the CPU kernels (which test_cpu checks against double references), on
+// the same random inputs in fp32 and fp16, and their timings at Jamba sizes. Needs a GPU; prints a report and exits
+// non-zero on any mismatch.
+//
+// usage: test_cuda [--quick]     (--quick: correctness on small shapes only, e.g. under compute-sanitizer)
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <thread>
+
+#include "../src/cuda_ops.h"
+#include "problems.h"
+
+using namespace testutil;
+using hubmoe::DType;
+namespace hc = hubmoe::cuda;
+
+#define CK(x)                                                                                    \
+  do {                                                                                           \
+    cudaError_t e_ = (x);                                                                        \
+    if (e_ != cudaSuccess) {                                                                     \
+      std::fprintf(stderr, "%s:%d %s: %s\n", __FILE__, __LINE__, #x, cudaGetErrorString(e_)); \
+      std::exit(3);                                                                              \
+    }                                                                                            \
+  } while (0)
+
+namespace {
+
+struct Dev {
+  void* p = nullptr;
+  size_t bytes = 0;
+  Dev() = default;
+  explicit Dev(size_t n) : bytes(n) {
+    if (n) CK(cudaMalloc(&p, n));
+  }
+  Dev(const void* host, size_t n) : Dev(n) {
+    if (n) CK(cudaMemcpy(p, host, n, cudaMemcpyHostToDevice));
+  }
+  Dev(Dev&& o) noexcept : p(o.p), bytes(o.bytes) { o.p = nullptr; }
+  Dev& operator=(Dev&& o) noexcept {
+    std::swap(p, o.p);
+    std::swap(bytes, o.bytes);
+    return *this;
+  }
+  ~Dev() {
+    if (p) cudaFree(p);
+  }
+  template <typename T>
+  T* as() const {
+    return static_cast<T*>(p);
+  }
+  std::vector<uint8_t> host() const {
+    std::vector<uint8_t> h(bytes);
+    if (bytes) CK(cudaMemcpy(h.data(), p, bytes, cudaMemcpyDeviceToHost));
+    return h;
+  }
+};
+
+Dev dev(const Buf& b) { return Dev(b.bytes.data(), b.bytes.size()); }
+Dev dev(const std::vector<float>& v) { return Dev(v.data(), v.size() * 4); }
+
+ThreadParallel& cpu_par() {
+  static ThreadParallel p(std::max(1u, std::thread::hardware_concurrency()));
+  return p;
+}
+
+template <typename F>
+double time_us(F&& fn, int warmup, int iters, cudaStream_t s) {
+  for (int i = 0; i < warmup; ++i) fn();
+  cudaEvent_t a, b;
+  CK(cudaEventCreate(&a));
+  CK(cudaEventCreate(&b));
+  CK(cudaEventRecord(a, s));
+  for (int i = 0; i < iters; ++i) fn();
+  CK(cudaEventRecord(b, s));
+  CK(cudaEventSynchronize(b));
+  float ms = 0;
+  CK(cudaEventElapsedTime(&ms, a, b));
+  CK(cudaEventDestroy(a));
+  CK(cudaEventDestroy(b));
+  return 1000.0 * ms / iters;
+}
+
+// ─── SelectiveScan ────────────────────────────────────────────────────────────────────────────────────────────
+
+struct ScanRun {
+  std::vector<double> y, state;
+};
+
+ScanRun scan_cpu(const ScanProblem& p) {
+  hubmoe::ScanArgs a = p.args();
+  std::vector<uint8_t> y(static_cast<size_t>(a.B * a.L * a.E) * hubmoe::dtype_size(a.dtype));
+  std::vector<float> st(static_cast<size_t>(a.B * a.E * a.N));
+  a.y = y.data();
+  a.state_out = st.data();
+  hubmoe::selective_scan_cpu(a, cpu_par());
+  return {read(y.data(), static_cast<size_t>(a.B * a.L * a.E), a.dtype), std::vector<double>(st.begin(), st.end())};
+}
+
+struct ScanDev {
+  Dev x, dt, A, Bm, Cm, D, z, bias, state, y, state_out;
+  hubmoe::ScanArgs args;
+  explicit ScanDev(const ScanProblem& p)
+      : x(dev(p.x)), dt(dev(p.dt)), A(dev(p.A)), Bm(dev(p.Bm)), Cm(dev(p.Cm)), D(dev(p.D)), z(dev(p.z)),
+        bias(dev(p.dt_bias)), state(dev(p.state_in)) {
+    args = p.args();
+    y = Dev(static_cast<size_t>(args.B * args.L * args.E) * hubmoe::dtype_size(args.dtype));
+    state_out = Dev(static_cast<size_t>(args.B * args.E * args.N) * 4);
+    args.x = x.p;
+    args.dt = dt.p;
+    args.A = A.as<float>();
+    args.Bm = Bm.p;
+    args.Cm = Cm.p;
+    args.D = D.as<float>();
+    args.z = p.has_z ? z.p : nullptr;
+    args.dt_bias = p.has_bias ? bias.as<float>() : nullptr;
+    args.state_in = p.has_state ? state.as<float>() : nullptr;
+    args.y = y.p;
+    args.state_out = state_out.as<float>();
+  }
+  ScanRun result() const {
+    auto yh = y.host();
+    auto sh = state_out.host();
+    return {read(yh.data(), static_cast<size_t>(args.B * args.L * args.E), args.dtype),
+            read(sh.data(), static_cast<size_t>(args.B * args.E * args.N), DType::f32)};
+  }
+};
+
+void scan_correctness(Tally& t, double& worst32, double& worst16) {
+  struct Cfg {
+    int64_t B, L, E, N;
+  };
+  const Cfg cfgs[] = {{2, 1, 37, 16}, {2, 7, 37, 16}, {1, 64, 300, 16}, {3, 100, 70, 5},
+                      {1, 33, 64, 64}, {2, 40, 33, 200}, {1, 1, 8192, 16}};
+  uint64_t seed = 11;
+  for (DType dt : {DType::f32, DType::f16})
+    for (const Cfg& c : cfgs)
+      for (int mask : {0, 7, 5})
+        for (int variant : {hc::kScanAuto, hc::kScanG4, hc::kScanG8, hc::kScanG16, hc::kScanG32}) {
+          ScanProblem p = make_scan(c.B, c.L, c.E, c.N, dt, mask & 1, mask & 2, mask & 4, seed++);
+          ScanRun want = scan_cpu(p);
+          ScanDev d(p);
+          hc::selective_scan(d.args, nullptr, variant);
+          CK(cudaDeviceSynchronize());
+          ScanRun got = d.result();
+          const double ey = rel_err(got.y, want.y), es = rel_err(got.state, want.state);
+          double& worst = dt == DType::f32 ? worst32 : worst16;
+          worst = std::max(worst, std::max(ey, es));
+          char what[200];
+          std::snprintf(what, sizeof what, "CUDA SelectiveScan %s B=%lld L=%lld E=%lld N=%lld mask=%d %s",
+                        hubmoe::dtype_name(dt), (long long)c.B, (long long)c.L, (long long)c.E, (long long)c.N, mask,
+                        hc::scan_variant_name(variant));
+          t.check_err(std::string(what) + " y", ey, dt == DType::f32 ? 2e-5 : 2e-3);
+          t.check_err(std::string(what) + " state", es, 2e-5);
+        }
+}
+
+void scan_timing(DType dt) {
+  const int64_t B = 1, E = 8192, N = 16;
+  for (int64_t L : {int64_t(1), int64_t(2048)}) {
+    ScanProblem p = make_scan(B, L, E, N, dt, true, true, true, 77);
+    ScanDev d(p);
+    const size_t ts = hubmoe::dtype_size(dt);
+    const double bytes = double(B * L * E) * 4 * ts + double(B * L * N) * 2 * ts + double(B * E * N) * 8;
+    for (int variant : {hc::kScanAuto, hc::kScanG4, hc::kScanG8, hc::kScanG16}) {
+      const double us = time_us([&] { hc::selective_scan(d.args, nullptr, variant); }, 3, L == 1 ? 200 : 20, nullptr);
+      std::printf("  scan %s B=1 E=8192 N=16 L=%-5lld %-17s %9.1f us  %7.1f GB/s  %6.2f ns/step\n",
+                  hubmoe::dtype_name(dt), (long long)L, hc::scan_variant_name(variant), us, bytes / us / 1e3,
+                  us * 1e3 / L);
+    }
+  }
+}
+
+// ─── MoE ──────────────────────────────────────────────────────────────────────────────────────────────────────
+
+struct MoeDev {
+  Dev x, logits, fc1, b1, fc2, b2, y;
+  hubmoe::MoeArgs args;
+  explicit MoeDev(const MoeProblem& p)
+      : x(dev(p.x)), logits(dev(p.logits)), fc1(dev(p.fc1)), b1(dev(p.fc1_bias)), fc2(dev(p.fc2)), b2(dev(p.fc2_bias)) {
+    args = p.args();
+    y = Dev(static_cast<size_t>(args.S * args.H) * hubmoe::dtype_size(args.dtype));
+    args.x = x.p;
+    args.logits = logits.p;
+    args.fc1 = fc1.p;
+    args.fc1_bias = p.has_bias ? b1.p : nullptr;
+    args.fc2 = fc2.p;
+    args.fc2_bias = p.has_bias ? b2.p : nullptr;
+    args.y = y.p;
+  }
+};
+
+struct Runner {
+  hc::MoeRunner r;
+  Dev ws;
+  void run(const hubmoe::MoeArgs& a, hc::MoePath path, cudaStream_t s = nullptr) {
+    const hc::MoePath p = r.resolve(a, path);
+    const size_t need = r.workspace_bytes(a, p);
+    if (ws.bytes < need) ws = Dev(need);
+    r.run(a, ws.p, ws.bytes, s, p);
+  }
+};
+
+std::vector<double> moe_cpu_out(const hubmoe::MoeArgs& a0) {
+  hubmoe::MoeArgs a = a0;
+  std::vector<uint8_t> y(static_cast<size_t>(a.S * a.H) * hubmoe::dtype_size(a.dtype));
+  a.y = y.data();
+  hubmoe::moe_cpu(a, cpu_par());
+  return read(y.data(), static_cast<size_t>(a.S * a.H), a.dtype);
+}
+
+void moe_correctness(Tally& t, double& worst32, double& worst16) {
+  struct Cfg {
+    int64_t S, H, X, I;
+    int k;
+    const char* routing;
+    bool renorm;
+    const char* act;
+    bool glu, bias;
+  };
+  const Cfg cfgs[] = {
+      {1, 128, 8, 96, 2, "softmax", false, "silu", true, false},     {3, 128, 8, 96, 1, "softmax", false, "relu", false, true},
+      {8, 256, 16, 160, 1, "sigmoid", false, "gelu_erf", false, true}, {16, 64, 4, 64, 3, "softmax", true, "gelu_tanh", true, true},
+      {40, 128, 16, 96, 2, "softmax", false, "silu", true, false},   {300, 64, 8, 32, 2, "sigmoid", true, "gelu_erf", true, true},
+      {5, 50, 6, 30, 2, "softmax", false, "silu", true, true},       {17, 50, 6, 30, 1, "sigmoid", false, "gelu_tanh", false, false},
+  };
+  uint64_t seed = 300;
+  for (DType dt : {DType::f32, DType::f16})
+    for (const Cfg& c : cfgs)
+      for (hc::MoePath path : {hc::MoePath::skinny, hc::MoePath::gemm}) {
+        const DType lt = (dt == DType::f16 && (seed & 1)) ? DType::f16 : DType::f32;
+        MoeProblem p = make_moe(c.S, c.H, c.X, c.I, c.k, c.routing, c.renorm, c.act, c.glu, c.bias, dt, lt, seed++);
+        std::vector<double> want = moe_cpu_out(p.args());
+        MoeDev d(p);
+        Runner r;
+        r.run(d.args, path);
+        CK(cudaDeviceSynchronize());
+        auto yh = d.y.host();
+        const double err = rel_err(read(yh.data(), want.size(), dt), want);
+        (dt == DType::f32 ? worst32 : worst16) = std::max(dt == DType::f32 ? worst32 : worst16, err);
+        char what[240];
+        std::snprintf(what, sizeof what, "CUDA MoE %s logits=%s path=%s S=%lld H=%lld X=%lld I=%lld k=%d %s renorm=%d %s glu=%d bias=%d",
+                      hubmoe::dtype_name(dt), hubmoe::dtype_name(lt), hc::moe_path_name(r.r.resolve(d.args, path)),
+                      (long long)c.S, (long long)c.H, (long long)c.X, (long long)c.I, c.k, c.routing, c.renorm, c.act,
+                      c.glu, c.bias);
+        t.check_err(what, err, dt == DType::f32 ? 2e-5 : 5e-3);
+      }
+}
+
+// Deterministic pseudo-random fill on the device (the big weights would take long to make on the host).
+__global__ void fill_kernel(void* p, size_t n, int f16, uint64_t seed, float scale) {
+  for (size_t i = blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<size_t>(gridDim.x) * blockDim.x) {
+    uint64_t h = (i + 1) * 0x9E3779B97F4A7C15ull ^ seed;
+    h ^= h >> 31;
+    h *= 0xBF58476D1CE4E5B9ull;
+    h ^= h >> 27;
+    const float u = static_cast<float>(h >> 40) * (1.0f / 16777216.0f) * 2.f - 1.f;
+    if (f16)
+      static_cast<__half*>(p)[i] = __float2half_rn(u * scale);
+    else
+      static_cast<float*>(p)[i] = u * scale;
+  }
+}
+
+Dev fill(size_t n, DType t, uint64_t seed, float scale) {
+  Dev d(n * hubmoe::dtype_size(t));
+  fill_kernel<<<132 * 8, 256>>>(d.p, n, t == DType::f16, seed, scale);
+  CK(cudaGetLastError());
+  return d;
+}
+
+void moe_big(Tally& t) {
+  const int64_t H = 4096, I = 14336, X = 16, F1 = 2 * I;
+  const DType dt = DType::f16;
+  const size_t ts = 2;
+  std::printf("MoE H=%lld I=%lld X=%lld top-2 softmax SwiGLU fp16 (one expert = %.0f MB of weights)\n", (long long)H,
+              (long long)I, (long long)X, double(3 * I * H * ts) / 1e6);
+  Dev fc1 = fill(static_cast<size_t>(X * F1 * H), dt, 1, 1.7f / 64.f);
+  Dev fc2 = fill(static_cast<size_t>(X * H * I), dt, 2, 1.7f / 120.f);
+  CK(cudaDeviceSynchronize());
+  // host copies for the CPU check (fc1/fc2 of every expert; the CPU reads only the routed ones)
+  const auto fc1_h = fc1.host();
+  const auto fc2_h = fc2.host();
+  Runner runner;
+  cudaStream_t s;
+  CK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
+  for (int64_t S : {int64_t(1), int64_t(16), int64_t(2048)}) {
+    Dev x = fill(static_cast<size_t>(S * H), dt, 10 + S, 1.f);
+    Dev lg = fill(static_cast<size_t>(S * X), DType::f32, 20 + S, 3.f);
+    Dev y(static_cast<size_t>(S * H) * ts);
+    hubmoe::MoeArgs a;
+    a.S = S, a.H = H, a.X = X, a.I = I, a.F1 = F1, a.k = 2;
+    a.routing = hubmoe::Routing::softmax, a.renormalize = false, a.act = hubmoe::Activation::silu, a.glu = true;
+    a.dtype = dt, a.logits_dtype = DType::f32;
+    a.x = x.p, a.logits = lg.p, a.fc1 = fc1.p, a.fc2 = fc2.p, a.y = y.p;
+    CK(cudaDeviceSynchronize());
+    // Which experts the tokens use (for the bandwidth figure): from the CPU router.
+    const auto lg_h = lg.host();
+    std::vector<int> used(X, 0);
+    for (int64_t tkn = 0; tkn < S; ++tkn) {
+      int idx[2];
+      float w[2];
+      hubmoe::route_token(reinterpret_cast<const float*>(lg_h.data()) + tkn * X, X, 2, a.routing, false, idx, w);
+      used[idx[0]] = used[idx[1]] = 1;
+    }
+    int nused = 0;
+    for (int u : used) nused += u;
+    const double wbytes = double(nused) * 3 * I * H * ts;
+    const double flops = 2.0 * S * 2 * 3 * I * H;
+    std::vector<hc::MoePath> paths;
+    if (S <= 16) paths.push_back(hc::MoePath::skinny);
+    paths.push_back(hc::MoePath::gemm);
+    for (hc::MoePath path : paths) {
+      runner.run(a, path, s);
+      CK(cudaStreamSynchronize(s));
+      // correctness vs the CPU kernel on up to 6 tokens (tokens are independent)
+      const int64_t nt = std::min<int64_t>(S, 6);
+      const auto x_h = x.host();
+      const auto y_h = y.host();
+      hubmoe::MoeArgs c = a;
+      std::vector<int64_t> rows;
+      for (int64_t i = 0; i < nt; ++i) rows.push_back(i * (S / nt));
+      std::vector<uint8_t> xs(static_cast<size_t>(nt * H) * ts), ls(static_cast<size_t>(nt * X) * 4);
+      std::vector<double> got;
+      for (int64_t i = 0; i < nt; ++i) {
+        std::memcpy(xs.data() + i * H * ts, x_h.data() + rows[i] * H * ts, H * ts);
+        std::memcpy(ls.data() + i * X * 4, lg_h.data() + rows[i] * X * 4, X * 4);
+        auto r = read(y_h.data() + rows[i] * H * ts, static_cast<size_t>(H), dt);
+        got.insert(got.end(), r.begin(), r.end());
+      }
+      c.S = nt, c.x = xs.data(), c.logits = ls.data(), c.fc1 = fc1_h.data(), c.fc2 = fc2_h.data();
+      const double err = rel_err(got, moe_cpu_out(c));
+      char what[160];
+      std::snprintf(what, sizeof what, "CUDA MoE big S=%lld path=%s vs CPU (%lld tokens)", (long long)S,
+                    hc::moe_path_name(path), (long long)nt);
+      t.check_err(what, err, 5e-3);
+      const int iters = S == 1 ? 100 : S == 16 ? 30 : 10;
+      const double us = time_us([&] { runner.run(a, path, s); }, 2, iters, s);
+      std::printf("  S=%-5lld %-6s %9.1f us  experts used %2d  weights %7.1f MB  %7.1f GB/s  %7.1f TFLOP/s  err vs CPU %.2e\n",
+                  (long long)S, hc::moe_path_name(path), us, nused, wbytes / 1e6, wbytes / us / 1e3, flops / us / 1e6,
+                  err);
+    }
+  }
+  // The cost of the gemm path's host sync: a 64-byte device→host copy plus stream synchronisation.
+  {
+    Dev d(64);
+    int* pinned;
+    CK(cudaMallocHost(reinterpret_cast<void**>(&pinned), 64));
+    const auto t0 = std::chrono::steady_clock::now();
+    for (int i = 0; i < 200; ++i) {
+      CK(cudaMemcpyAsync(pinned, d.p, 64, cudaMemcpyDeviceToHost, s));
+      CK(cudaStreamSynchronize(s));
+    }
+    const double us = std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0).count() / 200;
+    std::printf("  host sync round trip (64 B D2H copy + cudaStreamSynchronize on an idle stream): %.1f us\n", us);
+    CK(cudaFreeHost(pinned));
+  }
+  CK(cudaStreamDestroy(s));
+}
+
+// Bandwidth ceiling: a device-to-device copy.
+void copy_bandwidth() {
+  const size_t n = size_t(2) << 30;
+  Dev a(n), b(n);
+  CK(cudaMemset(a.p, 1, n));
+  const double us = time_us([&] { CK(cudaMemcpyAsync(b.p, a.p, n, cudaMemcpyDeviceToDevice, nullptr)); }, 2, 10, nullptr);
+  std::printf("device copy: %.0f GB/s (bytes read + written)\n", 2.0 * n / us / 1e3);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::setvbuf(stdout, nullptr, _IOLBF, 0);
+  const bool quick = argc > 1 && std::strcmp(argv[1], "--quick") == 0;
+  cudaDeviceProp prop;
+  CK(cudaGetDeviceProperties(&prop, 0));
+  std::printf("GPU: %s, %d SMs, cc %d.%d\n", prop.name, prop.multiProcessorCount, prop.major, prop.minor);
+  if (argc > 1 && std::strcmp(argv[1], "--info") == 0) return 0;
+  std::fflush(stdout);
+  std::string why;
+  std::printf("cuBLAS: %s\n", hc::cublas_available(&why) ? "loaded" : why.c_str());
+  Tally t;
+  double s32 = 0, s16 = 0, m32 = 0, m16 = 0;
+  scan_correctness(t, s32, s16);
+  moe_correctness(t, m32, m16);
+  std::printf("max error vs CPU kernels: SelectiveScan fp32 %.2e fp16 %.2e; MoE fp32 %.2e fp16 %.2e\n", s32, s16, m32,
+              m16);
+  if (!quick) {
+    copy_bandwidth();
+    std::printf("SelectiveScan timings (inputs z, dt_bias, state_in present):\n");
+    scan_timing(DType::f16);
+    scan_timing(DType::f32);
+    moe_big(t);
+  }
+  std::printf("%s: %d passed, %d failed\n", t.failed ? "FAILED" : "ok", t.passed, t.failed);
+  return t.failed ? 1 : 0;
+}

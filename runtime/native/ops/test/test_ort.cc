@@ -1,0 +1,250 @@
+// End-to-end test of libhubmoe_ops inside ONNX Runtime (CPU execution provider): models with ai.hubmoe nodes are
+// written in memory, loaded with the custom-op library registered, run, and compared with the double-precision
+// references. Checks registration, optional inputs (absent in the middle and omitted at the end), float and
+// float16 kernels, output type inference for intermediate values, symbolic dims, attributes and error reporting.
+//
+// usage: test_ort <libonnxruntime.so.1> <libhubmoe_ops.so>
+#include <dlfcn.h>
+
+#include <cstdio>
+#include <functional>
+
+#define ORT_API_MANUAL_INIT
+#include <onnxruntime_cxx_api.h>
+#undef ORT_API_MANUAL_INIT
+
+#include "onnx_writer.h"
+#include "problems.h"
+
+using namespace testutil;
+using hubmoe::DType;
+
+namespace {
+
+Ort::Env* g_env = nullptr;
+const char* g_ops_lib = nullptr;
+
+int elem(DType t) { return t == DType::f32 ? onnxw::FLOAT : onnxw::FLOAT16; }
+ONNXTensorElementDataType ort_elem(DType t) {
+  return t == DType::f32 ? ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT : ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT16;
+}
+
+struct Feed {
+  std::string name;
+  DType t;
+  std::vector<int64_t> dims;
+  const void* data;
+};
+
+Ort::Session make_session(const std::string& bytes, bool quiet = false) {
+  Ort::SessionOptions so;
+  so.SetIntraOpNumThreads(2);
+  if (quiet) so.SetLogSeverityLevel(ORT_LOGGING_LEVEL_FATAL);  // errors expected by the test
+  so.RegisterCustomOpsLibrary(g_ops_lib);
+  return Ort::Session(*g_env, bytes.data(), bytes.size(), so);
+}
+
+std::vector<Ort::Value> run(Ort::Session& s, const std::vector<Feed>& feeds, const std::vector<std::string>& outs,
+                            bool quiet = false) {
+  Ort::MemoryInfo mi = Ort::MemoryInfo::CreateCpu(OrtArenaAllocator, OrtMemTypeDefault);
+  std::vector<Ort::Value> vals;
+  std::vector<const char*> names;
+  for (const auto& f : feeds) {
+    size_t n = 1;
+    for (int64_t d : f.dims) n *= static_cast<size_t>(d);
+    vals.push_back(Ort::Value::CreateTensor(mi, const_cast<void*>(f.data), n * hubmoe::dtype_size(f.t), f.dims.data(),
+                                            f.dims.size(), ort_elem(f.t)));
+    names.push_back(f.name.c_str());
+  }
+  std::vector<const char*> onames;
+  for (const auto& o : outs) onames.push_back(o.c_str());
+  Ort::RunOptions ro;
+  if (quiet) ro.SetRunLogSeverityLevel(ORT_LOGGING_LEVEL_FATAL);  // errors expected by the test
+  return s.Run(ro, names.data(), vals.data(), vals.size(), onames.data(), onames.size());
+}
+
+std::vector<double> values(const Ort::Value& v) {
+  auto info = v.GetTensorTypeAndShapeInfo();
+  const DType t = info.GetElementType() == ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT ? DType::f32 : DType::f16;
+  return read(v.GetTensorRawData(), info.GetElementCount(), t);
+}
+
+// mode: 0 all inputs; 1 z absent (empty name) with dt_bias and state_in present; 2 trailing optional inputs omitted
+void scan_case(Tally& t, DType dt, int mode, bool symbolic) {
+  const int64_t B = 2, L = 5, E = 24, N = 16;
+  ScanProblem p = make_scan(B, L, E, N, dt, mode != 1 && mode != 2, mode != 2, mode != 2, 500 + mode + 10 * (int)dt);
+  const int64_t s = symbolic ? -1 : 0;
+  auto dims = [&](std::vector<int64_t> d) {
+    if (symbolic) d[0] = s;  // batch symbolic
+    return d;
+  };
+  std::vector<std::string> in = {"x", "dt", "A", "Bm", "Cm", "D"};
+  if (mode == 0) in.insert(in.end(), {"z", "dt_bias", "state_in"});
+  if (mode == 1) in.insert(in.end(), {"", "dt_bias", "state_in"});
+  std::vector<onnxw::Msg> inputs = {
+      onnxw::value_info("x", elem(dt), dims({B, L, E})),  onnxw::value_info("dt", elem(dt), dims({B, L, E})),
+      onnxw::value_info("A", onnxw::FLOAT, {E, N}),       onnxw::value_info("Bm", elem(dt), dims({B, L, N})),
+      onnxw::value_info("Cm", elem(dt), dims({B, L, N})), onnxw::value_info("D", onnxw::FLOAT, {E})};
+  std::vector<Feed> feeds = {{"x", dt, {B, L, E}, p.x.data()},   {"dt", dt, {B, L, E}, p.dt.data()},
+                             {"A", DType::f32, {E, N}, p.A.data()}, {"Bm", dt, {B, L, N}, p.Bm.data()},
+                             {"Cm", dt, {B, L, N}, p.Cm.data()},  {"D", DType::f32, {E}, p.D.data()}};
+  if (mode == 0) {
+    inputs.push_back(onnxw::value_info("z", elem(dt), dims({B, L, E})));
+    feeds.push_back({"z", dt, {B, L, E}, p.z.data()});
+  }
+  if (mode != 2) {
+    inputs.push_back(onnxw::value_info("dt_bias", onnxw::FLOAT, {E}));
+    inputs.push_back(onnxw::value_info("state_in", onnxw::FLOAT, dims({B, E, N})));
+    feeds.push_back({"dt_bias", DType::f32, {E}, p.dt_bias.data()});
+    feeds.push_back({"state_in", DType::f32, {B, E, N}, p.state_in.data()});
+  }
+  // y goes through an Identity: its type must be inferred from the custom op, not read off a graph output.
+  std::vector<onnxw::Msg> nodes = {
+      onnxw::node("SelectiveScan", "ai.hubmoe", in, {"y_raw", "state_out"}, {onnxw::attr_i("delta_softplus", 1)}, "scan"),
+      onnxw::node("Identity", "", {"y_raw"}, {"y"}, {}, "id")};
+  std::vector<onnxw::Msg> outputs = {onnxw::value_info("y", elem(dt), dims({B, L, E})),
+                                     onnxw::value_info("state_out", onnxw::FLOAT, dims({B, E, N}))};
+  char what[160];
+  std::snprintf(what, sizeof what, "ORT SelectiveScan %s %s%s", hubmoe::dtype_name(dt),
+                mode == 0 ? "all inputs" : mode == 1 ? "z absent (empty name)" : "optional inputs omitted",
+                symbolic ? " symbolic batch" : "");
+  try {
+    Ort::Session sess = make_session(onnxw::model(nodes, inputs, outputs));
+    auto out = run(sess, feeds, {"y", "state_out"});
+    std::vector<double> ry, rs;
+    ref::scan(p.r, ry, rs);
+    t.check_err(std::string(what) + " y", rel_err(values(out[0]), ry), dt == DType::f32 ? 2e-5 : 1e-3);
+    t.check_err(std::string(what) + " state_out", rel_err(values(out[1]), rs), 2e-5);
+  } catch (const std::exception& e) {
+    std::printf("FAIL %s: %s\n", what, e.what());
+    t.failed++;
+  }
+}
+
+// bias_mode: 0 none, 1 both, 2 fc1_bias absent (empty name) and fc2_bias present
+void moe_case(Tally& t, DType dt, DType lt, const char* routing, int k, bool renorm, const char* act, bool glu,
+              int bias_mode) {
+  const int64_t S = 7, H = 32, X = 6, I = 24, F1 = glu ? 2 * I : I;
+  MoeProblem p = make_moe(S, H, X, I, k, routing, renorm, act, glu, bias_mode != 0, dt, lt, 900 + bias_mode + k);
+  if (bias_mode == 2) p.r.fc1_bias.clear();
+  std::vector<std::string> in = {"x", "logits", "fc1", bias_mode == 1 ? "b1" : "", "fc2"};
+  if (bias_mode) in.push_back("b2");
+  std::vector<onnxw::Msg> inputs = {onnxw::value_info("x", elem(dt), {-1, H}),
+                                    onnxw::value_info("logits", elem(lt), {-1, X}),
+                                    onnxw::value_info("fc1", elem(dt), {X, F1, H}),
+                                    onnxw::value_info("fc2", elem(dt), {X, H, I})};
+  std::vector<Feed> feeds = {{"x", dt, {S, H}, p.x.data()},
+                             {"logits", lt, {S, X}, p.logits.data()},
+                             {"fc1", dt, {X, F1, H}, p.fc1.data()},
+                             {"fc2", dt, {X, H, I}, p.fc2.data()}};
+  if (bias_mode == 1) {
+    inputs.push_back(onnxw::value_info("b1", elem(dt), {X, F1}));
+    feeds.push_back({"b1", dt, {X, F1}, p.fc1_bias.data()});
+  }
+  if (bias_mode) {
+    inputs.push_back(onnxw::value_info("b2", elem(dt), {X, H}));
+    feeds.push_back({"b2", dt, {X, H}, p.fc2_bias.data()});
+  }
+  std::vector<onnxw::Msg> nodes = {
+      onnxw::node("MoE", "ai.hubmoe", in, {"y_raw"},
+                  {onnxw::attr_i("k", k), onnxw::attr_s("routing", routing), onnxw::attr_i("renormalize", renorm),
+                   onnxw::attr_s("activation", act), onnxw::attr_i("glu", glu)},
+                  "moe"),
+      onnxw::node("Identity", "", {"y_raw"}, {"y"}, {}, "id")};
+  std::vector<onnxw::Msg> outputs = {onnxw::value_info("y", elem(dt), {-1, H})};
+  char what[200];
+  std::snprintf(what, sizeof what, "ORT MoE %s logits=%s %s k=%d renorm=%d %s glu=%d bias=%s", hubmoe::dtype_name(dt),
+                hubmoe::dtype_name(lt), routing, k, renorm, act, glu,
+                bias_mode == 0 ? "none" : bias_mode == 1 ? "both" : "fc2 only (fc1 empty name)");
+  try {
+    Ort::Session sess = make_session(onnxw::model(nodes, inputs, outputs));
+    auto out = run(sess, feeds, {"y"});
+    std::vector<double> ry;
+    ref::moe(p.r, ry);
+    t.check_err(what, rel_err(values(out[0]), ry), dt == DType::f32 ? 2e-5 : 1e-3);
+  } catch (const std::exception& e) {
+    std::printf("FAIL %s: %s\n", what, e.what());
+    t.failed++;
+  }
+}
+
+// A failure must come back as an error naming the problem, not a crash.
+void expect_error(Tally& t, const char* what, const std::string& needle, const std::function<void()>& fn) {
+  try {
+    fn();
+    std::printf("FAIL %s: no error\n", what);
+    t.failed++;
+  } catch (const std::exception& e) {
+    const bool ok = std::string(e.what()).find(needle) != std::string::npos;
+    if (!ok) std::printf("FAIL %s: error '%s' lacks '%s'\n", what, e.what(), needle.c_str());
+    t.check(ok, what, 0, 0);
+  }
+}
+
+void error_cases(Tally& t) {
+  const int64_t S = 3, H = 8, X = 4, I = 6;
+  MoeProblem p = make_moe(S, H, X, I, 2, "softmax", false, "silu", false, false, DType::f32, DType::f32, 5);
+  auto moe_model = [&](const std::vector<onnxw::Attr>& attrs, int64_t fc1_rows) {
+    return onnxw::model({onnxw::node("MoE", "ai.hubmoe", {"x", "logits", "fc1", "", "fc2"}, {"y"}, attrs, "moe")},
+                        {onnxw::value_info("x", onnxw::FLOAT, {S, H}), onnxw::value_info("logits", onnxw::FLOAT, {S, X}),
+                         onnxw::value_info("fc1", onnxw::FLOAT, {X, fc1_rows, H}),
+                         onnxw::value_info("fc2", onnxw::FLOAT, {X, H, I})},
+                        {onnxw::value_info("y", onnxw::FLOAT, {S, H})});
+  };
+  expect_error(t, "ORT MoE unknown activation is refused at load", "activation", [&] {
+    make_session(moe_model({onnxw::attr_i("k", 2), onnxw::attr_s("activation", "swish")}, I), true);
+  });
+  expect_error(t, "ORT MoE missing k is refused at load", "'k'", [&] { make_session(moe_model({}, I), true); });
+  expect_error(t, "ORT MoE fc1 rows not matching glu is reported at run", "fc1", [&] {
+    Ort::Session s = make_session(moe_model({onnxw::attr_i("k", 2), onnxw::attr_i("glu", 1)}, I), true);
+    run(s, {{"x", DType::f32, {S, H}, p.x.data()},
+            {"logits", DType::f32, {S, X}, p.logits.data()},
+            {"fc1", DType::f32, {X, I, H}, p.fc1.data()},
+            {"fc2", DType::f32, {X, H, I}, p.fc2.data()}},
+        {"y"}, true);
+  });
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc < 3) {
+    std::fprintf(stderr, "usage: %s <libonnxruntime.so.1> <libhubmoe_ops.so>\n", argv[0]);
+    return 2;
+  }
+  void* lib = dlopen(argv[1], RTLD_NOW | RTLD_LOCAL);
+  if (!lib) {
+    std::fprintf(stderr, "cannot load %s: %s\n", argv[1], dlerror());
+    return 2;
+  }
+  using GetApiBase = const OrtApiBase* (*)();
+  auto get_base = reinterpret_cast<GetApiBase>(dlsym(lib, "OrtGetApiBase"));
+  if (!get_base) {
+    std::fprintf(stderr, "%s has no OrtGetApiBase\n", argv[1]);
+    return 2;
+  }
+  const OrtApiBase* base = get_base();
+  Ort::InitApi(base->GetApi(ORT_API_VERSION));
+  std::printf("ONNX Runtime %s\n", base->GetVersionString());
+  g_ops_lib = argv[2];
+  Ort::Env env(ORT_LOGGING_LEVEL_WARNING, "hubmoe-test");
+  g_env = &env;
+
+  Tally t;
+  for (DType dt : {DType::f32, DType::f16}) {
+    scan_case(t, dt, 0, false);
+    scan_case(t, dt, 1, false);
+    scan_case(t, dt, 2, false);
+    scan_case(t, dt, 0, true);
+  }
+  for (DType dt : {DType::f32, DType::f16}) {
+    const DType lt = dt;  // fp16 logits with fp16 models, fp32 ones below
+    moe_case(t, dt, lt, "softmax", 2, false, "silu", true, 0);
+    moe_case(t, dt, DType::f32, "sigmoid", 1, false, "gelu_erf", false, 1);
+    moe_case(t, dt, lt, "softmax", 3, true, "gelu_tanh", true, 2);
+    moe_case(t, dt, DType::f32, "softmax", 1, false, "relu", false, 2);
+  }
+  error_cases(t);
+  std::printf("%s: %d passed, %d failed\n", t.failed ? "FAILED" : "ok", t.passed, t.failed);
+  return t.failed ? 1 : 0;
+}
