@@ -5,7 +5,7 @@
  * relative logits error, whether greedy decoding gives the reference tokens, and cached decode vs a
  * full recompute. Needs a GPU and onnxruntime-node's CUDA provider libraries (see docs/cuda.md).
  *
- *   npm run build && node bench/cuda-parity.mjs [--json FILE] [fixture …]
+ *   npm run build && node bench/cuda-parity.mjs [--target portable|fused] [--backend native|onnxruntime-node] [--json FILE] [fixture …]
  */
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -16,7 +16,10 @@ import { loadModel } from '../dist/runtime/model.js';
 import { SafetensorsFile } from '../dist/src/io/safetensors.js';
 import { toFloat32, toIntArray } from '../dist/src/io/dtype.js';
 
-const { values, positionals } = parseArgs({ allowPositionals: true, options: { json: { type: 'string' }, device: { type: 'string', default: 'cuda' } } });
+const { values, positionals } = parseArgs({
+  allowPositionals: true,
+  options: { json: { type: 'string' }, device: { type: 'string', default: 'cuda' }, target: { type: 'string', default: 'portable' }, backend: { type: 'string' } },
+});
 const root = new URL('..', import.meta.url).pathname;
 const fixtures = positionals.length
   ? positionals
@@ -45,8 +48,9 @@ for (const name of fixtures) {
   const out = join(dir, name);
   const r = { fixture: name };
   try {
-    await convert(join(root, 'fixtures', name, 'checkpoint'), { outDir: out, dtype: 'fp16' });
-    const model = await loadModel(out, { device: values.device, dtype: 'fp16' });
+    await convert(join(root, 'fixtures', name, 'checkpoint'), { outDir: out, dtype: 'fp16', target: values.target });
+    const model = await loadModel(out, { device: values.device, dtype: 'fp16', ...(values.backend ? { backend: values.backend } : {}) });
+    r.backend = model.backendName;
     const logits = await model.forward(await rows('input_ids'));
     r.logits_rel = rel(logits.data, await floats('logits'));
     const prompt = await rows('greedy_prompt');
@@ -71,6 +75,7 @@ for (const name of fixtures) {
   console.error(JSON.stringify(r));
 }
 await rm(dir, { recursive: true, force: true });
+console.log(`target ${values.target}, backend ${results[0]?.backend ?? '?'}`);
 console.log('| fixture | logits rel. error | greedy tokens | step logits rel. error | cached vs recompute |');
 console.log('| --- | --- | --- | --- | --- |');
 const f = (x) => (x === null || x === undefined ? '—' : x.toExponential(1));

@@ -58,6 +58,8 @@ export interface SessionOptions {
   threads?: number;
   /** CUDA provider options for the native backend. */
   cudaOptions?: Record<string, string | number | boolean>;
+  /** Native backend: write ONNX Runtime's profile (a JSON trace) with this file name prefix; ended on release. */
+  profileFile?: string;
 }
 
 /** hubmoe's custom-op library for a device, where `npm run build:native` puts it. */
@@ -112,10 +114,13 @@ class OrtBackend implements InferenceBackend {
 
 class NativeBackend implements InferenceBackend {
   readonly name = 'native' as const;
+  /** The profile file written on release, when profiling. */
+  profile: string | undefined;
 
   constructor(
     readonly device: Device,
     private readonly session: NativeSession,
+    private readonly profiling = false,
   ) {}
 
   get inputNames(): readonly string[] {
@@ -147,6 +152,7 @@ class NativeBackend implements InferenceBackend {
   }
 
   async release(): Promise<void> {
+    if (this.profiling && !this.session.released) this.profile = this.session.endProfiling();
     await this.session.release();
   }
 }
@@ -206,6 +212,9 @@ export async function createBackend(modelPath: string, opts: SessionOptions): Pr
     threads: opts.threads,
     customOpsLibrary: library,
     cudaOptions: opts.cudaOptions,
+    // Errors only: ONNX Runtime warns on every run when a symbolic output dim is bound to a size.
+    logSeverity: 3,
+    ...(opts.profileFile ? { profileFile: opts.profileFile } : {}),
   });
-  return new NativeBackend(opts.device, session);
+  return new NativeBackend(opts.device, session, Boolean(opts.profileFile));
 }

@@ -30,6 +30,8 @@ export interface LoadOptions {
   backend?: BackendName;
   /** CUDA provider options for the native backend (e.g. { gpu_mem_limit: 8e9 }). */
   cudaOptions?: Record<string, string | number | boolean>;
+  /** Native backend: ONNX Runtime's profile file prefix (the trace is written when the model is disposed). */
+  profileFile?: string;
 }
 
 export interface Logits {
@@ -123,6 +125,7 @@ export async function loadModel(dir: string, options: LoadOptions = {}): Promise
     threads: options.threads,
     backend: options.backend,
     cudaOptions: options.cudaOptions,
+    profileFile: options.profileFile,
     customOps: spec.export?.target === 'fused',
   });
   const tokenizer = await loadTokenizer(dir);

@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# The H200 side-by-side run behind docs/benchmarks.md, in steps so that each fits one device call.
+# Run from the repository root on the GPU machine, with Node from ../shared/devkit (see its README),
+# the compiled dist/ and runtime/native/build/ (npm run build && npm run build:native here):
+#
+#   bash bench/run_h200.sh setup        # node_modules links into the device kit
+#   bash bench/run_h200.sh parity OUT   # fp16 parity of both targets on the fixtures (CUDA)
+#   bash bench/run_h200.sh eager OUT    # build the Jamba period (random bf16 weights), save it, time transformers eager
+#   bash bench/run_h200.sh fused OUT    # convert it (--target fused --dtype fp16) and time hubmoe fused (native backend)
+#   bash bench/run_h200.sh portable OUT # convert it (--target portable) and time it on the CUDA EP, via onnxruntime-node and via the native backend
+set -euo pipefail
+step=$1
+out=${2:-/tmp/bench-out}
+mkdir -p "$out"
+work=${HUBMOE_BENCH_DIR:-/tmp/hubmoe-bench}
+mkdir -p "$work"
+setup() {
+  source .devkit/setup.sh >/dev/null
+  mkdir -p node_modules/@huggingface
+  ln -sfn "$PWD/.devkit/nm/onnxruntime-node" node_modules/onnxruntime-node
+  ln -sfn "$PWD/.devkit/nm/onnxruntime-common" node_modules/onnxruntime-common
+  [ -d .devkit-extra/tokenizers ] && ln -sfn "$PWD/.devkit-extra/tokenizers" node_modules/@huggingface/tokenizers
+  return 0
+}
+case "$step" in
+  setup) setup ;;
+  parity)
+    setup
+    node bench/cuda-parity.mjs --target portable --backend native --json "$out/parity-portable.json" | tee "$out/parity-portable.md"
+    node bench/cuda-parity.mjs --target fused --backend native --json "$out/parity-fused.json" | tee "$out/parity-fused.md"
+    ;;
+  eager)
+    python3 bench/jamba_period.py --out "$work/jamba-period" --json "$out/eager.json"
+    ;;
+  fused)
+    setup
+    node bench/speed.mjs --convert "$work/jamba-period" --out "$work/fused" --target fused --dtype fp16
+    node bench/speed.mjs --model "$work/fused" --device cuda --backend native --label "hubmoe fused (native backend)" --json "$out/fused.json"
+    rm -rf "$work/fused"
+    ;;
+  portable)
+    setup
+    node bench/speed.mjs --convert "$work/jamba-period" --out "$work/portable" --target portable --dtype fp16
+    node bench/speed.mjs --model "$work/portable" --device cuda --backend native --label "hubmoe portable (native backend, CUDA EP)" --json "$out/portable-native.json"
+    node bench/speed.mjs --model "$work/portable" --device cuda --backend onnxruntime-node --label "hubmoe portable (onnxruntime-node, CUDA EP)" --json "$out/portable-ort.json"
+    rm -rf "$work/portable"
+    ;;
+  *) echo "unknown step $step" >&2; exit 2 ;;
+esac
