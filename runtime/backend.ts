@@ -67,24 +67,15 @@ export function customOpsLibrary(device: Device): string {
   return join(PACKAGE_ROOT, 'runtime', 'native', 'build', device === 'cuda' ? 'libhubmoe_ops_cuda.so' : 'libhubmoe_ops.so');
 }
 
-class OrtBackend implements InferenceBackend {
-  readonly name = 'onnxruntime-node' as const;
+/** Input metadata as both onnxruntime-common and the native backend describe it. */
+type InputMetadata = { readonly name: string } & ({ readonly isTensor: true; readonly type: string; readonly shape: ReadonlyArray<number | string> } | { readonly isTensor: false });
 
-  constructor(
-    readonly device: Device,
-    private readonly session: ort.InferenceSession,
-  ) {}
+/** What both backends share: answers about inputs from the session's metadata. */
+abstract class SessionBackend {
+  protected abstract get inputMetadata(): readonly InputMetadata[];
 
-  get inputNames(): readonly string[] {
-    return this.session.inputNames;
-  }
-
-  get outputNames(): readonly string[] {
-    return this.session.outputNames;
-  }
-
-  private meta(name: string): ort.InferenceSession.ValueMetadata {
-    const m = this.session.inputMetadata.find((x) => x.name === name);
+  private meta(name: string): InputMetadata {
+    const m = this.inputMetadata.find((x) => x.name === name);
     if (!m) throw new HubmoeError('RUNTIME', `the model has no input ${name}`);
     return m;
   }
@@ -98,6 +89,30 @@ class OrtBackend implements InferenceBackend {
     const m = this.meta(name);
     return m.isTensor ? m.type : 'unknown';
   }
+}
+
+class OrtBackend extends SessionBackend implements InferenceBackend {
+  readonly name = 'onnxruntime-node' as const;
+
+  constructor(
+    readonly device: Device,
+    private readonly session: ort.InferenceSession,
+  ) {
+    super();
+  }
+
+  protected get inputMetadata(): readonly InputMetadata[] {
+    return this.session.inputMetadata;
+  }
+
+  get inputNames(): readonly string[] {
+    return this.session.inputNames;
+  }
+
+  get outputNames(): readonly string[] {
+    return this.session.outputNames;
+  }
+
 
   async run(feeds: Record<string, Value>): Promise<Record<string, Value>> {
     try {
@@ -112,7 +127,7 @@ class OrtBackend implements InferenceBackend {
   }
 }
 
-class NativeBackend implements InferenceBackend {
+class NativeBackend extends SessionBackend implements InferenceBackend {
   readonly name = 'native' as const;
   /** The profile file written on release, when profiling. */
   profile: string | undefined;
@@ -121,7 +136,13 @@ class NativeBackend implements InferenceBackend {
     readonly device: Device,
     private readonly session: NativeSession,
     private readonly profiling = false,
-  ) {}
+  ) {
+    super();
+  }
+
+  protected get inputMetadata(): readonly InputMetadata[] {
+    return this.session.inputMetadata;
+  }
 
   get inputNames(): readonly string[] {
     return this.session.inputNames;
@@ -131,21 +152,6 @@ class NativeBackend implements InferenceBackend {
     return this.session.outputNames;
   }
 
-  private meta(name: string) {
-    const m = this.session.inputMetadata.find((x) => x.name === name);
-    if (!m) throw new HubmoeError('RUNTIME', `the model has no input ${name}`);
-    return m;
-  }
-
-  inputShape(name: string): Array<number | string> {
-    const m = this.meta(name);
-    return m.isTensor ? [...m.shape] : [];
-  }
-
-  inputType(name: string): string {
-    const m = this.meta(name);
-    return m.isTensor ? m.type : 'unknown';
-  }
 
   async run(feeds: Record<string, Value>, deviceOutputs: readonly string[] = []): Promise<Record<string, Value>> {
     return this.session.run(feeds as Record<string, NativeFeed>, { deviceOutputs });

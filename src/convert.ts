@@ -14,7 +14,7 @@ import { detectConverter, converterFor } from '../converters/registry.js';
 import type { SourceConfig } from '../converters/types.js';
 import { HubmoeError } from './errors.js';
 import { isRepoId, openHubStore } from './hub/index.js';
-import { LocalDirStore, openCheckpoint } from './io/checkpoint.js';
+import { LocalDirStore, TOKENIZER_FILES, openCheckpoint } from './io/checkpoint.js';
 import type { FileStore, TensorSource } from './io/checkpoint.js';
 import { silentLogger } from './log.js';
 import type { Logger } from './log.js';
@@ -81,16 +81,6 @@ export interface ConvertResult {
   files: string[];
 }
 
-const TOKENIZER_FILES = [
-  'tokenizer.json',
-  'tokenizer_config.json',
-  'special_tokens_map.json',
-  'tokenizer.model',
-  'added_tokens.json',
-  'vocab.json',
-  'merges.txt',
-  'chat_template.jinja',
-];
 
 /** An opened source: its files, config, family converter, spec and canonical tensors. */
 export interface OpenedSource {

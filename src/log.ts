@@ -13,3 +13,12 @@ export const silentLogger: Logger = {
   info: () => undefined,
   warn: () => undefined,
 };
+
+/** Lines on stderr (or the given stream); warnings prefixed, in yellow when `color`. */
+export function stderrLogger(stream: NodeJS.WritableStream = process.stderr, options: { color?: boolean } = {}): Logger {
+  const color = options.color ?? false;
+  return {
+    info: (message) => void stream.write(`${message}\n`),
+    warn: (message) => void stream.write(color ? `\x1b[33mwarning:\x1b[0m ${message}\n` : `warning: ${message}\n`),
+  };
+}

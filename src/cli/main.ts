@@ -21,7 +21,7 @@ import type { Activation, Family } from '../schema/spec.js';
 import { PACKAGE_ROOT, VERSION } from '../version.js';
 import { loadModel } from '../../runtime/model.js';
 import type { TextGenerateOptions } from '../../runtime/model.js';
-import { colour, stderrLogger } from './output.js';
+import { cliLogger, colour } from './output.js';
 
 class UsageError extends Error {}
 
@@ -51,7 +51,7 @@ function sourceOptions(a: Record<string, unknown>, quiet = false) {
     progress: a.progress as boolean | undefined,
     family: a.family as Family | undefined,
     tokenizer: a.tokenizer as string | undefined,
-    log: stderrLogger({ quiet }),
+    log: cliLogger({ quiet }),
   };
 }
 
@@ -147,7 +147,7 @@ export function buildCli(argv: string[]) {
           .option('endpoint', { type: 'string', describe: 'Hub endpoint (default: HF_ENDPOINT or https://huggingface.co)' })
           .option('json', { type: 'boolean', default: false }),
       async (a) => {
-        const log = stderrLogger();
+        const log = cliLogger();
         const res = await publish(a.dir, a.repo, {
           private: a.private,
           branch: a.branch,
@@ -237,7 +237,7 @@ export function buildCli(argv: string[]) {
           .option('prompt', { type: 'string', default: 'The jury said', describe: 'prompt text' })
           .option('out', { type: 'string', describe: 'where to write the model dir (default: a temp dir)' }),
       async (a) => {
-        const log = stderrLogger();
+        const log = cliLogger();
         const outDir = a.out ?? join(tmpdir(), `hubmoe-demo-${VERSION}`);
         const source = join(PACKAGE_ROOT, 'fixtures', 'jamba-demo', 'checkpoint');
         log.info(`converting the bundled tiny Jamba checkpoint (${source})`);

@@ -1,8 +1,11 @@
 /**
  * CLI output rules: stdout carries only the result; messages and progress go to stderr. Progress
- * bars draw only on a terminal and not when HF_HUB_DISABLE_PROGRESS_BARS is set; NO_COLOR disables
- * colour.
+ * bars (one per file, src/hub/progress.ts) draw only on a terminal and not when
+ * HF_HUB_DISABLE_PROGRESS_BARS is set; NO_COLOR disables colour.
  */
+import { createProgress } from '../hub/progress.js';
+import type { ProgressBar } from '../hub/progress.js';
+import { stderrLogger } from '../log.js';
 import type { Logger } from '../log.js';
 
 function truthy(v: string | undefined): boolean {
@@ -13,49 +16,36 @@ export function progressEnabled(): boolean {
   return Boolean(process.stderr.isTTY) && !truthy(process.env.HF_HUB_DISABLE_PROGRESS_BARS);
 }
 
+function colourEnabled(): boolean {
+  return process.env.NO_COLOR === undefined && Boolean(process.stderr.isTTY);
+}
+
 export function colour(code: number, text: string): string {
-  if (process.env.NO_COLOR !== undefined || !process.stderr.isTTY) return text;
-  return `\x1b[${code}m${text}\x1b[0m`;
+  return colourEnabled() ? `\x1b[${code}m${text}\x1b[0m` : text;
 }
 
-function human(bytes: number): string {
-  if (bytes >= 2 ** 30) return `${(bytes / 2 ** 30).toFixed(2)} GiB`;
-  if (bytes >= 2 ** 20) return `${(bytes / 2 ** 20).toFixed(1)} MiB`;
-  if (bytes >= 2 ** 10) return `${(bytes / 2 ** 10).toFixed(1)} KiB`;
-  return `${bytes} B`;
-}
-
-export function stderrLogger(opts: { quiet?: boolean } = {}): Logger {
-  const bars = progressEnabled();
-  let drawn = false;
-  let last = 0;
-  const clear = (): void => {
-    if (drawn) {
-      process.stderr.write('\r\x1b[2K');
-      drawn = false;
-    }
-  };
+/** The CLI's logger: lines and progress bars on stderr; `quiet` keeps only warnings. */
+export function cliLogger(opts: { quiet?: boolean } = {}): Logger {
+  const base = stderrLogger(process.stderr, { color: colourEnabled() });
+  const reporter = createProgress({ enabled: progressEnabled() && !opts.quiet, stream: process.stderr, color: colourEnabled() });
+  const bars = new Map<string, ProgressBar>();
   return {
     info: (m) => {
-      if (opts.quiet) return;
-      clear();
-      process.stderr.write(`${m}\n`);
+      if (!opts.quiet) base.info(m);
     },
-    warn: (m) => {
-      clear();
-      process.stderr.write(`${colour(33, 'warning:')} ${m}\n`);
-    },
+    warn: base.warn,
     progress: (label, done, total) => {
-      if (!bars || opts.quiet) return;
-      const now = Date.now();
-      if (done < total && now - last < 100) return;
-      last = now;
-      const width = 30;
-      const frac = total > 0 ? Math.min(1, done / total) : 1;
-      const fill = Math.round(frac * width);
-      process.stderr.write(`\r\x1b[2K${label} [${'#'.repeat(fill)}${'.'.repeat(width - fill)}] ${human(done)}/${human(total)}`);
-      drawn = true;
-      if (done >= total) clear();
+      if (!reporter.enabled) return;
+      let bar = bars.get(label);
+      if (!bar) {
+        bar = reporter.start(label, total);
+        bars.set(label, bar);
+      }
+      bar.set(done);
+      if (done >= total) {
+        bar.done();
+        bars.delete(label);
+      }
     },
   };
 }

@@ -3,8 +3,7 @@
  * preferred format and their index), and how many bytes that is, for `convert --dry-run`,
  * `inspect` and for downloading nothing else.
  */
-import { HubmoeError } from '../errors.js';
-import { selectWeightFiles } from '../io/checkpoint.js';
+import { TOKENIZER_FILES, findWeightFiles } from '../io/checkpoint.js';
 import type { WeightFormat } from '../io/checkpoint.js';
 import type { HubStore } from './store.js';
 
@@ -29,17 +28,6 @@ export interface DownloadPlan {
   downloadBytes: number;
 }
 
-export const TOKENIZER_FILES = [
-  'tokenizer.json',
-  'tokenizer_config.json',
-  'special_tokens_map.json',
-  'added_tokens.json',
-  'tokenizer.model',
-  'vocab.json',
-  'merges.txt',
-  'chat_template.jinja',
-  'chat_template.json',
-];
 
 /** The non-weight files conversion reads or copies, among `files` (top level only). */
 export function conversionFiles(files: string[]): Array<{ path: string; role: FileRole }> {
@@ -57,27 +45,10 @@ export function conversionFiles(files: string[]): Array<{ path: string; role: Fi
  */
 export async function planDownload(store: HubStore): Promise<DownloadPlan> {
   const all = await store.list();
-  const sel = selectWeightFiles(all);
-  if (!sel) {
-    throw new HubmoeError(
-      'NOT_FOUND',
-      `${store.label}: no weights found (expected model.safetensors, a model.safetensors.index.json with shards, or pytorch_model.bin)`,
-    );
-  }
+  const sel = await findWeightFiles(store);
   const planned: Array<{ path: string; role: FileRole }> = conversionFiles(all);
-  let weights = sel.files;
-  if (sel.index) {
-    planned.push({ path: sel.index, role: 'index' });
-    let map: unknown;
-    try {
-      map = (JSON.parse(await store.readText(sel.index)) as { weight_map?: unknown }).weight_map;
-    } catch (err) {
-      if (err instanceof HubmoeError) throw err;
-      throw new HubmoeError('CORRUPT_FILE', `${store.label}/${sel.index}: not valid JSON (${(err as Error).message})`);
-    }
-    if (!map || typeof map !== 'object') throw new HubmoeError('CORRUPT_FILE', `${store.label}/${sel.index}: has no weight_map object`);
-    weights = [...new Set(Object.values(map as Record<string, unknown>).filter((v): v is string => typeof v === 'string'))].sort();
-  }
+  if (sel.index) planned.push({ path: sel.index, role: 'index' });
+  const weights = sel.files;
   for (const w of weights) planned.push({ path: w, role: 'weights' });
   const files: PlannedFile[] = [];
   for (const p of planned) {

@@ -4,21 +4,8 @@
  * bars are disabled (not a terminal, `HF_HUB_DISABLE_PROGRESS_BARS`, or `progress: false`).
  */
 
-export interface Logger {
-  info(message: string): void;
-  warn(message: string): void;
-}
-
-/** A logger that writes `message` lines to stderr (or the given stream). */
-export function stderrLogger(stream: NodeJS.WritableStream = process.stderr, options: { color?: boolean } = {}): Logger {
-  const color = options.color ?? false;
-  return {
-    info: (message) => void stream.write(`${message}\n`),
-    warn: (message) => void stream.write(color ? `\x1b[33mwarning:\x1b[0m ${message}\n` : `warning: ${message}\n`),
-  };
-}
-
-export const silentLogger: Logger = { info: () => undefined, warn: () => undefined };
+export type { Logger } from '../log.js';
+export { silentLogger, stderrLogger } from '../log.js';
 
 export interface ProgressBar {
   /** Adds `bytes` to the count. */

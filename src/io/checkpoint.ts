@@ -200,8 +200,31 @@ async function readIndex(store: FileStore, index: string): Promise<Map<string, s
   return out;
 }
 
-/** Opens the checkpoint in a store, validating every header before any tensor is read. */
-export async function openCheckpoint(store: FileStore): Promise<TensorSource> {
+/** Tokenizer files a model repo may carry, copied into model dirs. */
+export const TOKENIZER_FILES = [
+  'tokenizer.json',
+  'tokenizer_config.json',
+  'special_tokens_map.json',
+  'added_tokens.json',
+  'tokenizer.model',
+  'vocab.json',
+  'merges.txt',
+  'chat_template.jinja',
+  'chat_template.json',
+];
+
+export interface WeightFiles {
+  format: WeightFormat;
+  /** The index file, for sharded checkpoints. */
+  index?: string;
+  /** The weight files (shards in index order), each checked to exist. */
+  files: string[];
+  /** Tensor name → shard, for sharded checkpoints. */
+  weightMap?: Map<string, string>;
+}
+
+/** The weight files of a store's checkpoint, in the preferred format (reads only the index). */
+export async function findWeightFiles(store: FileStore): Promise<WeightFiles> {
   const all = await store.list();
   const sel = selectWeightFiles(all);
   if (!sel) {
@@ -210,18 +233,22 @@ export async function openCheckpoint(store: FileStore): Promise<TensorSource> {
       `${store.label}: no weights found (expected model.safetensors, a model.safetensors.index.json with shards, or pytorch_model.bin)`,
     );
   }
-  let weightMap: Map<string, string> | undefined;
-  let files = sel.files;
-  if (sel.index) {
-    weightMap = await readIndex(store, sel.index);
-    files = [...new Set(weightMap.values())].sort();
-    const present = new Set(all);
-    for (const f of files) {
-      if (!present.has(f) && !(await probe(store, f))) {
-        throw new HubmoeError('NOT_FOUND', `${store.label}: shard ${f} listed in ${sel.index} is missing`);
-      }
+  if (!sel.index) return { format: sel.format, files: sel.files };
+  const weightMap = await readIndex(store, sel.index);
+  const files = [...new Set(weightMap.values())].sort();
+  const present = new Set(all);
+  for (const f of files) {
+    if (!present.has(f) && !(await probe(store, f))) {
+      throw new HubmoeError('NOT_FOUND', `${store.label}: shard ${f} listed in ${sel.index} is missing`);
     }
   }
+  return { format: sel.format, index: sel.index, files, weightMap };
+}
+
+/** Opens the checkpoint in a store, validating every header before any tensor is read. */
+export async function openCheckpoint(store: FileStore): Promise<TensorSource> {
+  const sel = await findWeightFiles(store);
+  const { weightMap, files } = sel;
   const sources = new Map<string, ByteSource>();
   const tensors = new Map<string, Located>();
   try {
