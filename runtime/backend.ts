@@ -70,12 +70,20 @@ export function customOpsLibrary(device: Device): string {
 /** Input metadata as both onnxruntime-common and the native backend describe it. */
 type InputMetadata = { readonly name: string } & ({ readonly isTensor: true; readonly type: string; readonly shape: ReadonlyArray<number | string> } | { readonly isTensor: false });
 
-/** What both backends share: answers about inputs from the session's metadata. */
-abstract class SessionBackend {
-  protected abstract get inputMetadata(): readonly InputMetadata[];
+/** What both backends share: names and input metadata from the session. */
+abstract class SessionBackend<S extends { readonly inputNames: readonly string[]; readonly outputNames: readonly string[]; readonly inputMetadata: readonly InputMetadata[] }> {
+  constructor(protected readonly session: S) {}
+
+  get inputNames(): readonly string[] {
+    return this.session.inputNames;
+  }
+
+  get outputNames(): readonly string[] {
+    return this.session.outputNames;
+  }
 
   private meta(name: string): InputMetadata {
-    const m = this.inputMetadata.find((x) => x.name === name);
+    const m = this.session.inputMetadata.find((x) => x.name === name);
     if (!m) throw new HubmoeError('RUNTIME', `the model has no input ${name}`);
     return m;
   }
@@ -91,28 +99,15 @@ abstract class SessionBackend {
   }
 }
 
-class OrtBackend extends SessionBackend implements InferenceBackend {
+class OrtBackend extends SessionBackend<ort.InferenceSession> implements InferenceBackend {
   readonly name = 'onnxruntime-node' as const;
 
   constructor(
     readonly device: Device,
-    private readonly session: ort.InferenceSession,
+    session: ort.InferenceSession,
   ) {
-    super();
+    super(session);
   }
-
-  protected get inputMetadata(): readonly InputMetadata[] {
-    return this.session.inputMetadata;
-  }
-
-  get inputNames(): readonly string[] {
-    return this.session.inputNames;
-  }
-
-  get outputNames(): readonly string[] {
-    return this.session.outputNames;
-  }
-
 
   async run(feeds: Record<string, Value>): Promise<Record<string, Value>> {
     try {
@@ -127,31 +122,18 @@ class OrtBackend extends SessionBackend implements InferenceBackend {
   }
 }
 
-class NativeBackend extends SessionBackend implements InferenceBackend {
+class NativeBackend extends SessionBackend<NativeSession> implements InferenceBackend {
   readonly name = 'native' as const;
   /** The profile file written on release, when profiling. */
   profile: string | undefined;
 
   constructor(
     readonly device: Device,
-    private readonly session: NativeSession,
+    session: NativeSession,
     private readonly profiling = false,
   ) {
-    super();
+    super(session);
   }
-
-  protected get inputMetadata(): readonly InputMetadata[] {
-    return this.session.inputMetadata;
-  }
-
-  get inputNames(): readonly string[] {
-    return this.session.inputNames;
-  }
-
-  get outputNames(): readonly string[] {
-    return this.session.outputNames;
-  }
-
 
   async run(feeds: Record<string, Value>, deviceOutputs: readonly string[] = []): Promise<Record<string, Value>> {
     return this.session.run(feeds as Record<string, NativeFeed>, { deviceOutputs });

@@ -338,3 +338,15 @@ export class HubHttp {
     }
   }
 }
+
+/** The HTTP client for resolved Hub settings (the store and publish make theirs the same way). */
+export function hubHttp(hub: { endpoint: string; token: string | undefined; requestTimeoutMs: number }, opts: { fetch?: FetchLike; retries?: number; retryDelayMs?: number }): HubHttp {
+  return new HubHttp({
+    endpoint: hub.endpoint,
+    token: hub.token,
+    fetch: opts.fetch,
+    retries: opts.retries,
+    retryDelayMs: opts.retryDelayMs,
+    requestTimeoutMs: hub.requestTimeoutMs,
+  });
+}

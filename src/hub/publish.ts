@@ -28,7 +28,7 @@ import type { HubOptions, HubOptionsInput } from './env.js';
 import { resolveHubOptions } from './env.js';
 import { gitBlobSha1, hashFile, sha256Hex } from './hash.js';
 import type { FetchLike } from './http.js';
-import { HubHttp } from './http.js';
+import { hubHttp } from './http.js';
 import type { Logger, ProgressReporter } from './progress.js';
 import { createProgress, formatBytes, stderrLogger } from './progress.js';
 import { parseRepoRef } from './repo-id.js';
@@ -201,14 +201,7 @@ export async function publish(dir: string, repoId: string, opts: PublishOptions 
   if (hub.offline) {
     throw new HubmoeError('HUB_OFFLINE', 'publish needs the network, but offline mode is on (HF_HUB_OFFLINE): unset it to publish');
   }
-  const http = new HubHttp({
-    endpoint: hub.endpoint,
-    token: hub.token,
-    fetch: opts.fetch,
-    retries: opts.retries,
-    retryDelayMs: opts.retryDelayMs,
-    requestTimeoutMs: hub.requestTimeoutMs,
-  });
+  const http = hubHttp(hub, opts);
   const api = new HubApi(http);
 
   // 1-2. The model dir and its card.

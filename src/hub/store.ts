@@ -25,7 +25,7 @@ import { downloadBlob } from './download.js';
 import type { HubOptions, HubOptionsInput } from './env.js';
 import { resolveHubOptions } from './env.js';
 import type { FetchLike } from './http.js';
-import { HubHttp, IdleTimeout, isTransient, networkError, sleep } from './http.js';
+import { IdleTimeout, hubHttp, isTransient, networkError, sleep } from './http.js';
 import type { Logger, ProgressReporter } from './progress.js';
 import { createProgress, stderrLogger } from './progress.js';
 import { parseRepoRef, pickRevision } from './repo-id.js';
@@ -85,14 +85,7 @@ export async function openHubStore(repoId: string, opts: OpenHubStoreOptions = {
   const log = opts.log ?? stderrLogger(hub.progressStream, { color: hub.color });
   const progress = opts.progressReporter ?? createProgress({ enabled: hub.progress, stream: hub.progressStream, color: hub.color });
   const cache = new RepoCache(hub.cacheDir, ref.repo);
-  const http = new HubHttp({
-    endpoint: hub.endpoint,
-    token: hub.token,
-    fetch: opts.fetch,
-    retries: opts.retries,
-    retryDelayMs: opts.retryDelayMs,
-    requestTimeoutMs: hub.requestTimeoutMs,
-  });
+  const http = hubHttp(hub, opts);
   const api = new HubApi(http);
   const settings: StoreSettings = {
     api,
