@@ -249,47 +249,47 @@ class Model implements HubmoeModel {
       attention_mask: new Tensor('int64', prefillMask, [B, T]),
       ...this.emptyCaches(B),
     });
-    let lastPos = T - 1;
-    let seqLen = T;
-    try {
-    for (let step = 0; step < maxNew; step++) {
-      const logits = hostLogits(out).data as Float32Array;
-      const rows = new Float32Array(B * V);
-      for (let r = 0; r < B; r++) rows.set(logits.subarray((r * seqLen + lastPos) * V, (r * seqLen + lastPos + 1) * V), r * V);
-      if (options.outputLogits) stepLogits.push(rows.slice());
-      const next: number[] = [];
-      for (let r = 0; r < B; r++) {
-        if (done[r]) {
-          next.push(this.padId);
-          continue;
-        }
-        const tok = pickToken(rows.subarray(r * V, (r + 1) * V), this.spec.vocab.size, [...prompts[r]!, ...tokens[r]!], options, rng);
+    const penalised = options.repetitionPenalty !== undefined && options.repetitionPenalty !== 1;
+    /** Picks each unfinished row's token from the logits at `pos` of a [B, seqLen, V] output. */
+    const chooseNext = (logits: Float32Array, seqLen: number, pos: number, step: number): number[] => {
+      if (options.outputLogits) {
+        const rows = new Float32Array(B * V);
+        for (let r = 0; r < B; r++) rows.set(logits.subarray((r * seqLen + pos) * V, (r * seqLen + pos + 1) * V), r * V);
+        stepLogits.push(rows);
+      }
+      return prompts.map((prompt, r) => {
+        if (done[r]) return this.padId;
+        // The output buffer is ours: pickToken may edit the row in place.
+        const row = logits.subarray((r * seqLen + pos) * V, (r * seqLen + pos + 1) * V);
+        const tok = pickToken(row, this.spec.vocab.size, penalised ? [...prompt, ...tokens[r]!] : [], options, rng);
         tokens[r]!.push(tok);
-        next.push(tok);
         const stopHere = options.onToken?.({ row: r, token: tok, step }) === true;
         if (eos.has(tok)) {
           done[r] = true;
           reasons[r] = 'eos';
-        } else if (stopHere || stops.some((s) => endsWith(tokens[r]!, s))) {
+        } else if (stopHere || stops.some((seq) => endsWith(tokens[r]!, seq))) {
           done[r] = true;
           reasons[r] = 'stop';
         }
-      }
-      if (done.every(Boolean) || step === maxNew - 1) break;
-      const newMask: number[] = [];
-      for (let r = 0; r < B; r++) newMask.push(...mask.slice(r * total, (r + 1) * total), 1);
-      mask = newMask;
-      total += 1;
-      const previous = out;
-      out = await this.run({
-        input_ids: new Tensor('int64', BigInt64Array.from(next, (t) => BigInt(t)), [B, 1]),
-        attention_mask: new Tensor('int64', BigInt64Array.from(mask, (v) => BigInt(v)), [B, total]),
-        ...this.nextCaches(previous),
+        return tok;
       });
-      disposeAll(previous);
-      lastPos = 0;
-      seqLen = 1;
-    }
+    };
+    try {
+      let next = chooseNext(hostLogits(out).data as Float32Array, T, T - 1, 0);
+      for (let step = 1; step < maxNew && !done.every(Boolean); step++) {
+        const grown: number[] = [];
+        for (let r = 0; r < B; r++) grown.push(...mask.slice(r * total, (r + 1) * total), 1);
+        mask = grown;
+        total += 1;
+        const previous = out;
+        out = await this.run({
+          input_ids: new Tensor('int64', BigInt64Array.from(next, (t) => BigInt(t)), [B, 1]),
+          attention_mask: new Tensor('int64', BigInt64Array.from(mask, (v) => BigInt(v)), [B, total]),
+          ...this.nextCaches(previous),
+        });
+        disposeAll(previous);
+        next = chooseNext(hostLogits(out).data as Float32Array, 1, 0, step);
+      }
     } finally {
       disposeAll(out);
     }
