@@ -94,7 +94,26 @@ export interface HubmoeModel {
   forward(ids: number[][], options?: ForwardOptions): Promise<Logits>;
   generate(prompts: number[][], options?: GenerateOptions): Promise<GenerateResult>;
   generateText(prompts: string | string[], options?: TextGenerateOptions): Promise<string[]>;
+  /** Perplexity of a token sequence, over consecutive windows (see PerplexityOptions). */
+  perplexity(ids: readonly number[], options?: PerplexityOptions): Promise<PerplexityResult>;
   dispose(): Promise<void>;
+}
+
+export interface PerplexityOptions {
+  /** Tokens per window; each window predicts its next tokens from its own prefix only (default 256). */
+  window?: number;
+  /** Windows per forward pass (default 8). */
+  batch?: number;
+  /** Called after each batch with the windows done so far. */
+  onProgress?: (done: number, total: number) => void;
+}
+
+export interface PerplexityResult {
+  perplexity: number;
+  /** Mean negative log-likelihood per predicted token (nats). */
+  nll: number;
+  /** Tokens predicted. */
+  tokens: number;
 }
 
 async function exists(p: string): Promise<boolean> {
@@ -336,6 +355,35 @@ class Model implements HubmoeModel {
       if (final.length > emitted[r]!.length && final.startsWith(emitted[r]!)) options.onText?.(r, final.slice(emitted[r]!.length));
       return final;
     });
+  }
+
+  async perplexity(ids: readonly number[], options: PerplexityOptions = {}): Promise<PerplexityResult> {
+    const W = options.window ?? 256;
+    const batch = options.batch ?? 8;
+    if (!Number.isInteger(W) || W < 1) throw new HubmoeError('BAD_ARGUMENT', `window must be a positive integer (got ${W})`);
+    const windows = Math.floor((ids.length - 1) / W);
+    if (windows < 1) throw new HubmoeError('BAD_ARGUMENT', `perplexity needs more than ${W} tokens (got ${ids.length})`);
+    const V = this.spec.vocab.padded_size;
+    let nll = 0;
+    for (let w0 = 0; w0 < windows; w0 += batch) {
+      const rows: number[][] = [];
+      for (let w = w0; w < Math.min(windows, w0 + batch); w++) rows.push(ids.slice(w * W, (w + 1) * W));
+      const { data } = await this.forward(rows);
+      rows.forEach((_, r) => {
+        for (let t = 0; t < W; t++) {
+          const target = ids[(w0 + r) * W + t + 1]!;
+          const off = (r * W + t) * V;
+          let max = -Infinity;
+          for (let v = 0; v < V; v++) max = Math.max(max, data[off + v]!);
+          let sum = 0;
+          for (let v = 0; v < V; v++) sum += Math.exp(data[off + v]! - max);
+          nll += Math.log(sum) + max - data[off + target]!;
+        }
+      });
+      options.onProgress?.(Math.min(windows, w0 + batch), windows);
+    }
+    const tokens = windows * W;
+    return { perplexity: Math.exp(nll / tokens), nll: nll / tokens, tokens };
   }
 
   async dispose(): Promise<void> {

@@ -40,3 +40,17 @@ export async function loadTokenizer(dir: string): Promise<TextTokenizer | undefi
     throw new HubmoeError('CORRUPT_FILE', `${join(dir, 'tokenizer.json')}: cannot load the tokenizer (${(err as Error).message})`);
   }
 }
+
+/**
+ * Token ids of a long text for perplexity: the text's lines encoded 2000 at a time (joined by
+ * newlines, no special tokens) and concatenated — as fixtures/scripts/train_brown.py does, so that
+ * perplexities compare with the references'.
+ */
+export function encodeCorpus(tok: TextTokenizer, text: string, linesPerChunk = 2000): number[] {
+  const lines = text.split('\n');
+  const ids: number[] = [];
+  for (let i = 0; i < lines.length; i += linesPerChunk) {
+    for (const id of tok.encode(lines.slice(i, i + linesPerChunk).join('\n'), false)) ids.push(id);
+  }
+  return ids;
+}

@@ -13,7 +13,8 @@ import { publish } from '../hub/index.js';
 import { doctor, formatDoctor } from '../doctor.js';
 import { init } from '../init.js';
 import type { ConvertDType } from '../convert.js';
-import { HubmoeError } from '../errors.js';
+import { HubmoeError, fileError } from '../errors.js';
+import { encodeCorpus } from '../../runtime/tokenizer.js';
 import { formatInspect, inspect } from '../inspect.js';
 import { ACTIVATIONS, FAMILIES } from '../schema/spec.js';
 import { readFile } from 'node:fs/promises';
@@ -230,8 +231,37 @@ export function buildCli(argv: string[]) {
       },
     )
     .command(
+      'eval <dir>',
+      'perplexity of a model on a text file',
+      (y) =>
+        y
+          .positional('dir', { type: 'string', demandOption: true, describe: 'model dir written by convert' })
+          .option('ppl', { type: 'string', demandOption: true, describe: 'a UTF-8 text file' })
+          .option('window', { type: 'number', default: 256, describe: 'tokens per window' })
+          .option('device', { choices: ['cpu', 'cuda'] as const, default: 'cpu' as const })
+          .option('json', { type: 'boolean', default: false }),
+      async (a) => {
+        const log = cliLogger();
+        const model = await loadModel(a.dir, { device: a.device });
+        try {
+          if (!model.tokenizer) throw new HubmoeError('NOT_FOUND', `${a.dir}: the model dir has no tokenizer.json; perplexity on text needs one`);
+          let text: string;
+          try {
+            text = await readFile(a.ppl, 'utf-8');
+          } catch (err) {
+            throw fileError(a.ppl, err);
+          }
+          const ids = encodeCorpus(model.tokenizer, text);
+          const res = await model.perplexity(ids, { window: a.window, onProgress: (done, total) => log.progress?.('windows', done, total) });
+          out(a.json ? JSON.stringify({ file: a.ppl, window: a.window, ...res }) : `perplexity ${res.perplexity.toFixed(3)} over ${res.tokens} tokens (${a.ppl})`);
+        } finally {
+          await model.dispose();
+        }
+      },
+    )
+    .command(
       'demo',
-      'convert the bundled tiny Jamba checkpoint and generate from a prompt on CPU',
+      'convert the bundled tiny Jamba (trained on the Brown corpus) and generate from a prompt on CPU',
       (y) =>
         sampling(y)
           .option('prompt', { type: 'string', default: 'The jury said', describe: 'prompt text' })
@@ -239,12 +269,14 @@ export function buildCli(argv: string[]) {
       async (a) => {
         const log = cliLogger();
         const outDir = a.out ?? join(tmpdir(), `hubmoe-demo-${VERSION}`);
-        const source = join(PACKAGE_ROOT, 'fixtures', 'jamba-demo', 'checkpoint');
-        log.info(`converting the bundled tiny Jamba checkpoint (${source})`);
+        const source = join(PACKAGE_ROOT, 'fixtures', 'brown', 'jamba', 'checkpoint');
+        log.info(`converting the bundled tiny Jamba checkpoint (${source}; 1.9 M parameters trained on the Brown corpus)`);
         await convert(source, { outDir, overwrite: true, log });
         log.info(`model dir: ${outDir}`);
         log.info(colour(2, `prompt: ${a.prompt}`));
-        await runGenerate(outDir, a.prompt, a as Record<string, unknown>, false);
+        // A small model reads best sampled: unless told otherwise, temperature 0.8, top-p 0.9.
+        const sampled = a.temperature === undefined ? { ...a, temperature: 0.8, 'top-p': a['top-p'] ?? 0.9 } : a;
+        await runGenerate(outDir, a.prompt, sampled as Record<string, unknown>, false);
       },
     )
     .demandCommand(1, 'name a command')

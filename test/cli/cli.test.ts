@@ -60,6 +60,26 @@ describe('hubmoe CLI', () => {
     expect(plain.stdout).toBe(`${res.text}\n`);
   });
 
+  it('eval --ppl prints the perplexity of a text file, as model.perplexity computes it', async () => {
+    const dir = await tempDir();
+    const out = join(dir, 'model');
+    expect(hubmoe(['convert', fixture('jamba-demo', 'checkpoint'), '--out', out]).code).toBe(0);
+    const { writeFile } = await import('node:fs/promises');
+    const text = 'The jury said it did find that the city was well run.\nIt was a fine day in Atlanta, and the election was over.\n'.repeat(6);
+    await writeFile(join(dir, 'text.txt'), text);
+    const r = hubmoe(['eval', out, '--ppl', join(dir, 'text.txt'), '--window', '16', '--json']);
+    expect(r.code, r.stderr).toBe(0);
+    const res = JSON.parse(r.stdout);
+    const { loadModel } = await import('../../runtime/model.js');
+    const { encodeCorpus } = await import('../../runtime/tokenizer.js');
+    const model = await loadModel(out, { threads: 1 });
+    const want = await model.perplexity(encodeCorpus(model.tokenizer!, text), { window: 16 });
+    await model.dispose();
+    expect(res.tokens).toBe(want.tokens);
+    expect(Math.abs(res.perplexity / want.perplexity - 1)).toBeLessThan(1e-6);
+    expect(hubmoe(['eval', out, '--ppl', join(dir, 'missing.txt')]).stderr).toMatch(/missing\.txt: no such file/);
+  });
+
   it('demo converts the bundled model and generates', () => {
     const r = hubmoe(['demo', '--max-new-tokens', '4']);
     expect(r.code).toBe(0);
