@@ -94,6 +94,12 @@ export interface HubmoeModel {
   forward(ids: number[][], options?: ForwardOptions): Promise<Logits>;
   generate(prompts: number[][], options?: GenerateOptions): Promise<GenerateResult>;
   generateText(prompts: string | string[], options?: TextGenerateOptions): Promise<string[]>;
+  /**
+   * SCAP-pruned models: inputs kept and seen at each sparsified site since load (or the last reset),
+   * accumulated over every run; achieved sparsity = 1 − kept / total.
+   */
+  scapStats(): Map<string, { kept: number; total: number }>;
+  resetScapStats(): void;
   /** Perplexity of a token sequence, over consecutive windows (see PerplexityOptions). */
   perplexity(ids: readonly number[], options?: PerplexityOptions): Promise<PerplexityResult>;
   dispose(): Promise<void>;
@@ -176,9 +182,30 @@ class Model implements HubmoeModel {
     return this.backend.name;
   }
 
+  private readonly scapCounts = new Map<string, { kept: number; total: number }>();
+
   /** One run; caches stay on the device where the backend can keep them there. */
-  private run(feeds: Record<string, Value>): Promise<Record<string, Value>> {
-    return this.backend.run(feeds, this.cacheOutputs);
+  private async run(feeds: Record<string, Value>): Promise<Record<string, Value>> {
+    const out = await this.backend.run(feeds, this.cacheOutputs);
+    for (const [name, v] of Object.entries(out)) {
+      if (!name.startsWith('scap_kept.') || isDeviceValue(v)) continue;
+      const site = name.slice('scap_kept.'.length);
+      const total = out[`scap_total.${site}`];
+      if (!total || isDeviceValue(total)) continue;
+      const c = this.scapCounts.get(site) ?? { kept: 0, total: 0 };
+      c.kept += (v.data as Float32Array)[0]!;
+      c.total += (total.data as Float32Array)[0]!;
+      this.scapCounts.set(site, c);
+    }
+    return out;
+  }
+
+  scapStats(): Map<string, { kept: number; total: number }> {
+    return new Map([...this.scapCounts].map(([k, v]) => [k, { ...v }]));
+  }
+
+  resetScapStats(): void {
+    this.scapCounts.clear();
   }
 
   private checkIds(ids: number[][]): void {

@@ -260,7 +260,8 @@ export function modelDirConfig(spec: ModelSpec, source: Record<string, unknown>,
   };
 }
 
-async function prepareOutDir(outDir: string, overwrite: boolean): Promise<void> {
+/** Refuses a non-empty outDir unless overwriting; creates its parent. */
+export async function prepareOutDir(outDir: string, overwrite: boolean): Promise<void> {
   let entries: string[] | undefined;
   try {
     entries = await readdir(outDir);
@@ -271,6 +272,81 @@ async function prepareOutDir(outDir: string, overwrite: boolean): Promise<void> 
     throw new HubmoeError('BAD_ARGUMENT', `${outDir} exists and is not empty; choose another --out or pass --overwrite`);
   }
   await mkdir(dirname(outDir), { recursive: true });
+}
+
+export interface WriteModelDirOptions {
+  dtype: ConvertDType;
+  target: ExportTarget;
+  overwrite?: boolean;
+  log?: Logger;
+  /** Extra JSON files to write into the dir (name → content). */
+  extraFiles?: Record<string, unknown>;
+}
+
+/**
+ * Writes an opened source as a model dir (ONNX files for each dtype, config.json,
+ * generation_config.json, tokenizer files, hubmoe.json) under a temporary name, renamed into place
+ * at the end. `opened.spec` is written as it is (its `export` section is set here).
+ */
+export async function writeModelDir(opened: OpenedSource, outDir: string, opts: WriteModelDirOptions): Promise<string[]> {
+  const log = opts.log ?? silentLogger;
+  const { spec } = opened;
+  const outputs = onnxNames(opts.dtype);
+  spec.export = { ...spec.export, target: opts.target, dtypes: outputs.map((o) => o.dtype), hubmoe_version: VERSION };
+  validateSpec(spec, 'the model spec');
+  await prepareOutDir(outDir, opts.overwrite ?? false);
+  const tmp = await mkdtemp(join(dirname(outDir), `.${basename(outDir)}.tmp-`));
+  try {
+    await mkdir(join(tmp, 'onnx'));
+    const files: string[] = [];
+    for (const o of outputs) {
+      log.info(`building ${o.dtype} ${opts.target} graph`);
+      const g = buildGraph(spec, opened.tensors, { dtype: o.dtype, target: opts.target, options: spec.export.options });
+      const written = await writeOnnx(g, join(tmp, 'onnx'), o.name, {
+        fileOrder: opened.checkpoint.files,
+        prepare: (f) => opened.checkpoint.prepare(f),
+        onProgress: (done, total) => log.progress?.(`onnx/${o.name}.onnx_data`, done, total),
+        producerVersion: VERSION,
+        metadata: { 'hubmoe.family': spec.family, 'hubmoe.schema': spec.schema },
+      });
+      log.info(`wrote onnx/${o.name}.onnx (${g.nodes.length} nodes, ${written.initializers} weights, ${(written.dataBytes / 2 ** 20).toFixed(1)} MiB external data)`);
+      files.push(`onnx/${o.name}.onnx`, `onnx/${o.name}.onnx_data`);
+    }
+    await writeFile(join(tmp, 'config.json'), JSON.stringify(modelDirConfig(spec, opened.config.config, outputs.map((o) => o.dtype)), null, 2) + '\n');
+    files.push('config.json');
+    const gen = opened.config.files.includes('generation_config.json')
+      ? (JSON.parse(await opened.store.readText('generation_config.json')) as Record<string, unknown>)
+      : {};
+    const genConfig = { ...gen, bos_token_id: spec.vocab.bos, eos_token_id: spec.vocab.eos.length === 1 ? spec.vocab.eos[0] : spec.vocab.eos, pad_token_id: spec.vocab.pad };
+    await writeFile(join(tmp, 'generation_config.json'), JSON.stringify(genConfig, null, 2) + '\n');
+    files.push('generation_config.json');
+    if (opened.tokenizerStore) {
+      const available = await opened.tokenizerStore.list();
+      for (const f of TOKENIZER_FILES) {
+        if (!available.includes(f)) continue;
+        await opened.tokenizerStore.prepare?.(f);
+        const src = await opened.tokenizerStore.open(f);
+        const data = await src.read(0, await src.size());
+        await src.close();
+        await writeFile(join(tmp, f), data);
+        files.push(f);
+      }
+    } else {
+      log.warn('the source has no tokenizer.json; the model dir will have none (pass --tokenizer DIR)');
+    }
+    for (const [name, content] of Object.entries(opts.extraFiles ?? {})) {
+      await writeFile(join(tmp, name), JSON.stringify(content, null, 2) + '\n');
+      files.push(name);
+    }
+    await writeFile(join(tmp, 'hubmoe.json'), JSON.stringify(spec, null, 2) + '\n');
+    files.push('hubmoe.json');
+    if (opts.overwrite) await rm(outDir, { recursive: true, force: true });
+    await rename(tmp, outDir);
+    return files;
+  } catch (err) {
+    await rm(tmp, { recursive: true, force: true });
+    throw err;
+  }
 }
 
 export async function convert(source: string, options: ConvertOptions): Promise<ConvertResult> {
@@ -294,60 +370,12 @@ export async function convert(source: string, options: ConvertOptions): Promise<
       }
     }
     const plan = planFor(opened, source, dtype, sizes);
-    const outputs = onnxNames(dtype);
-    spec.export = { target, dtypes: outputs.map((o) => o.dtype), hubmoe_version: VERSION, ...(options.expertAct ? { options: { expert_act: options.expertAct } } : {}) };
+    spec.export = { target, dtypes: onnxNames(dtype).map((o) => o.dtype), hubmoe_version: VERSION, ...(options.expertAct ? { options: { expert_act: options.expertAct } } : {}) };
     validateSpec(spec, 'the converted spec');
     if (options.dryRun) return { outDir, spec, plan, files: [] };
 
-    await prepareOutDir(outDir, options.overwrite ?? false);
-    const tmp = await mkdtemp(join(dirname(outDir), `.${basename(outDir)}.tmp-`));
-    try {
-      await mkdir(join(tmp, 'onnx'));
-      const files: string[] = [];
-      for (const o of outputs) {
-        log.info(`building ${o.dtype} ${target} graph`);
-        const g = buildGraph(spec, opened.tensors, { dtype: o.dtype, target, options: spec.export.options });
-        const written = await writeOnnx(g, join(tmp, 'onnx'), o.name, {
-          fileOrder: opened.checkpoint.files,
-          prepare: (f) => opened.checkpoint.prepare(f),
-          onProgress: (done, total) => log.progress?.(`onnx/${o.name}.onnx_data`, done, total),
-          producerVersion: VERSION,
-          metadata: { 'hubmoe.family': spec.family, 'hubmoe.schema': spec.schema },
-        });
-        log.info(`wrote onnx/${o.name}.onnx (${g.nodes.length} nodes, ${written.initializers} weights, ${(written.dataBytes / 2 ** 20).toFixed(1)} MiB external data)`);
-        files.push(`onnx/${o.name}.onnx`, `onnx/${o.name}.onnx_data`);
-      }
-      await writeFile(join(tmp, 'config.json'), JSON.stringify(modelDirConfig(spec, opened.config.config, outputs.map((o) => o.dtype)), null, 2) + '\n');
-      files.push('config.json');
-      const gen = opened.config.files.includes('generation_config.json')
-        ? (JSON.parse(await opened.store.readText('generation_config.json')) as Record<string, unknown>)
-        : {};
-      const genConfig = { ...gen, bos_token_id: spec.vocab.bos, eos_token_id: spec.vocab.eos.length === 1 ? spec.vocab.eos[0] : spec.vocab.eos, pad_token_id: spec.vocab.pad };
-      await writeFile(join(tmp, 'generation_config.json'), JSON.stringify(genConfig, null, 2) + '\n');
-      files.push('generation_config.json');
-      if (opened.tokenizerStore) {
-        const available = await opened.tokenizerStore.list();
-        for (const f of TOKENIZER_FILES) {
-          if (!available.includes(f)) continue;
-          await opened.tokenizerStore.prepare?.(f);
-          const src = await opened.tokenizerStore.open(f);
-          const data = await src.read(0, await src.size());
-          await src.close();
-          await writeFile(join(tmp, f), data);
-          files.push(f);
-        }
-      } else {
-        log.warn('the source has no tokenizer.json; the model dir will have none (pass --tokenizer DIR)');
-      }
-      await writeFile(join(tmp, 'hubmoe.json'), JSON.stringify(spec, null, 2) + '\n');
-      files.push('hubmoe.json');
-      if (options.overwrite) await rm(outDir, { recursive: true, force: true });
-      await rename(tmp, outDir);
-      return { outDir, spec, plan, files };
-    } catch (err) {
-      await rm(tmp, { recursive: true, force: true });
-      throw err;
-    }
+    const files = await writeModelDir(opened, outDir, { dtype, target, overwrite: options.overwrite, log });
+    return { outDir, spec, plan, files };
   } finally {
     await opened.close();
   }

@@ -16,13 +16,16 @@ import type { ConvertDType } from '../convert.js';
 import { HubmoeError, fileError } from '../errors.js';
 import { encodeCorpus } from '../../runtime/tokenizer.js';
 import { formatInspect, inspect } from '../inspect.js';
-import { ACTIVATIONS, FAMILIES } from '../schema/spec.js';
+import { ACTIVATIONS, FAMILIES, SCAP_LAYER_TYPES } from '../schema/spec.js';
 import { readFile } from 'node:fs/promises';
 import type { Activation, Family } from '../schema/spec.js';
 import { PACKAGE_ROOT, VERSION } from '../version.js';
 import { loadModel } from '../../runtime/model.js';
 import type { TextGenerateOptions } from '../../runtime/model.js';
 import { cliLogger, colour } from './output.js';
+import { prune } from '../scap/prune.js';
+import type { PruneSiteReport } from '../scap/prune.js';
+import { formatSparsity, sparsityByType } from '../scap/report.js';
 
 class UsageError extends Error {}
 
@@ -94,6 +97,25 @@ async function runGenerate(dir: string, prompt: string, a: Record<string, unknow
   } finally {
     await model.dispose();
   }
+}
+
+/** Per layer type: sites, target, sparsity on the calibration tokens, and on the --ppl text when measured. */
+function byType(sites: PruneSiteReport[], achieved?: Record<string, number>): string {
+  const by = new Map<string, { n: number; target: number; calib: number }>();
+  for (const s of sites) {
+    const e = by.get(s.type) ?? { n: 0, target: 0, calib: 0 };
+    e.n++;
+    e.target += s.target;
+    e.calib += s.calibration;
+    by.set(s.type, e);
+  }
+  const lines = [`layer type    sites  target  calibration${achieved ? '  evaluation' : ''}`];
+  const pct = (x: number, w: number): string => `${(100 * x).toFixed(1).padStart(w)} %`;
+  for (const [type, e] of by) {
+    const ev = achieved?.[type];
+    lines.push(`${type.padEnd(13)} ${String(e.n).padStart(5)}  ${pct(e.target / e.n, 4)}  ${pct(e.calib / e.n, 9)}${ev !== undefined ? `  ${pct(ev, 8)}` : ''}`);
+  }
+  return lines.join('\n');
 }
 
 export function buildCli(argv: string[]) {
@@ -253,9 +275,64 @@ export function buildCli(argv: string[]) {
           }
           const ids = encodeCorpus(model.tokenizer, text);
           const res = await model.perplexity(ids, { window: a.window, onProgress: (done, total) => log.progress?.('windows', done, total) });
-          out(a.json ? JSON.stringify({ file: a.ppl, window: a.window, ...res }) : `perplexity ${res.perplexity.toFixed(3)} over ${res.tokens} tokens (${a.ppl})`);
+          const sparsity = model.spec.scap ? sparsityByType(model.spec.scap, model.scapStats()) : undefined;
+          if (a.json) out(JSON.stringify({ file: a.ppl, window: a.window, ...res, ...(sparsity ? { sparsity } : {}) }));
+          else {
+            out(`perplexity ${res.perplexity.toFixed(3)} over ${res.tokens} tokens (${a.ppl})`);
+            if (sparsity) out(formatSparsity(sparsity));
+          }
         } finally {
           await model.dispose();
+        }
+      },
+    )
+    .command(
+      'prune <dir>',
+      'SCAP activation pruning: calibrate per-layer thresholds on a text and write a pruned model dir',
+      (y) =>
+        y
+          .positional('dir', { type: 'string', demandOption: true, describe: 'model dir written by convert' })
+          .option('out', { type: 'string', demandOption: true, describe: 'pruned model dir to write' })
+          .option('calib', { type: 'string', demandOption: true, describe: 'calibration text (UTF-8)' })
+          .option('calib-tokens', { type: 'number', default: 16384, describe: 'calibration tokens' })
+          .option('window', { type: 'number', default: 256, describe: 'tokens per calibration window' })
+          .option('sparsity', { type: 'string', demandOption: true, describe: `target sparsity: "0.4", or "all=0.4,mamba_out=0.55" (types: ${SCAP_LAYER_TYPES.join(', ')})` })
+          .option('mode-centering', { choices: ['auto', 'off'] as const, default: 'auto' as const, describe: 'shift each input by its mode before thresholding, where that moves the layer output less' })
+          .option('method', { choices: ['scap', 'teal'] as const, default: 'scap' as const, describe: 'scap (sequential, mode-centred) or teal (magnitude thresholds of the dense model)' })
+          .option('ppl', { type: 'string', describe: 'a text to measure dense and pruned perplexity and the achieved sparsity on' })
+          .option('dtype', { choices: ['fp32', 'fp16', 'both'] as const, describe: 'ONNX dtypes to write (default: those of the dense model dir)' })
+          .option('overwrite', { type: 'boolean', default: false, describe: 'replace a non-empty --out' })
+          .option('token', { type: 'string', describe: 'Hub token, when the model\'s source is a Hub repo' })
+          .option('endpoint', { type: 'string', describe: 'Hub endpoint' })
+          .option('cache-dir', { type: 'string', describe: 'Hub cache folder' })
+          .option('offline', { type: 'boolean', describe: 'use the Hub cache only' })
+          .option('json', { type: 'boolean', default: false }),
+      async (a) => {
+        const log = cliLogger();
+        const res = await prune(a.dir, {
+          outDir: a.out,
+          calib: a.calib,
+          calibTokens: a['calib-tokens'],
+          window: a.window,
+          sparsity: a.sparsity,
+          modeCentering: a['mode-centering'],
+          method: a.method,
+          ppl: a.ppl,
+          dtype: a.dtype as ConvertDType | undefined,
+          overwrite: a.overwrite,
+          hub: { token: a.token, endpoint: a.endpoint, cacheDir: a['cache-dir'], offline: a.offline },
+          log,
+        });
+        if (a.json) {
+          out(JSON.stringify({ outDir: res.outDir, scap: res.spec.scap }, null, 2));
+          return;
+        }
+        out(res.outDir);
+        const rows = byType(res.sites, res.evaluation?.achieved);
+        log.info(`\n${rows}`);
+        if (res.evaluation) {
+          const e = res.evaluation;
+          log.info(`perplexity on ${e.file} (${e.tokens} tokens): dense ${e.dense.toFixed(3)}, pruned ${e.pruned.toFixed(3)} (${(100 * (e.pruned / e.dense - 1)).toFixed(2)} %)`);
         }
       },
     )

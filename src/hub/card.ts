@@ -94,24 +94,35 @@ function renderValue(v: unknown): string {
  * through `ModelCardOptions.scapSection`.
  */
 export function renderScapSection(scap: ScapSpec): string {
-  const rows: Array<[string, string]> = [];
-  for (const [key, value] of Object.entries(scap)) {
-    if (value !== null && typeof value === 'object' && !Array.isArray(value)) {
-      for (const [sub, v] of Object.entries(value as Record<string, unknown>)) rows.push([`${key}.${sub}`, renderValue(v)]);
-    } else rows.push([key, renderValue(value)]);
+  const byType = new Map<string, { sites: number; target: number; achieved: number; centered: number }>();
+  for (const site of Object.values(scap.sites)) {
+    const t = byType.get(site.type) ?? { sites: 0, target: site.target, achieved: 0, centered: 0 };
+    t.sites += 1;
+    t.achieved += site.calibration_sparsity;
+    if (site.mode !== 0) t.centered += 1;
+    byType.set(site.type, t);
   }
+  const pct = (v: number): string => `${(100 * v).toFixed(1)} %`;
   const lines = [
     '<!-- hubmoe:scap -->',
     '## Pruning (SCAP)',
     '',
-    'The activations of this model are pruned with SCAP (Statistical Calibrated Activation Pruning, arXiv 2412.07174): the inputs of its linear layers are sparsified per token at run time, so the weights and the file size are unchanged. Speed-ups need a runtime with a sparse-input kernel (hubmoe\'s fused target); elsewhere the model runs at dense speed. SCAP\'s published validation covers Mamba2 and Mixtral, not this family: the numbers below are hubmoe\'s own.',
+    'The activations of this model are pruned with SCAP (Statistical Calibrated Activation Pruning, arXiv 2412.07174): the inputs of its linear layers are sparsified per token at run time — entries within a calibrated threshold of a calibrated mode are zeroed, the mode shift folded into the bias — so the weights and the file size are unchanged. The ONNX graph computes the sparsification with standard operators (the same numbers on every runtime); decoding gets faster only with a sparse-input kernel. SCAP\'s published validation covers Mamba2 and Mixtral, not this family: the numbers below are hubmoe\'s own.',
     '',
-    'Settings and measurements recorded in `hubmoe.json`:',
-    '',
-    '| setting | value |',
+    `| setting | value |`,
     '| --- | --- |',
-    ...rows.map(([k, v]) => `| ${mdCell(k)} | ${mdCell(v)} |`),
+    `| method | ${scap.method === 'teal' ? 'magnitude threshold on dense activations (TEAL-style)' : 'SCAP (sequential calibration)'} |`,
+    `| mode centering | ${scap.mode_centering} |`,
+    `| sparsity | \`${mdCell(scap.sparsity)}\` |`,
+    `| calibration | ${scap.calibration.tokens} tokens of \`${mdCell(scap.calibration.file)}\` (sha256 ${scap.calibration.sha256.slice(0, 16)}…), windows of ${scap.calibration.window} |`,
   ];
+  if (scap.evaluation) {
+    const e = scap.evaluation;
+    lines.push(`| perplexity | ${e.dense.toFixed(3)} dense → ${e.pruned.toFixed(3)} pruned (${(100 * (e.pruned / e.dense - 1)).toFixed(1)} %) on ${e.tokens} tokens of \`${mdCell(e.file)}\` |`);
+  }
+  lines.push('', '| layer inputs | sites | target | reached on calibration | mode-centered |', '| --- | --- | --- | --- | --- |');
+  for (const [type, t] of byType) lines.push(`| ${type} | ${t.sites} | ${pct(t.target)} | ${pct(t.achieved / t.sites)} | ${t.centered} |`);
+  lines.push('', 'Every site\'s mode and threshold are in `hubmoe.json` (`scap.sites`) and `scap_config.json`.');
   return lines.join('\n');
 }
 

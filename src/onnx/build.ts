@@ -20,6 +20,8 @@ import { TensorDataType } from './proto.js';
 import { lowerAttention } from './lower/attention.js';
 import { has, transposed, weight } from './lower/context.js';
 import type { ExportTarget, LowerContext } from './lower/context.js';
+import type { ScapLowering } from './lower/scap.js';
+import { HubmoeError } from '../errors.js';
 import { lowerMamba } from './lower/mamba.js';
 import { lowerMlp } from './lower/mlp.js';
 import { lowerMoe } from './lower/moe.js';
@@ -31,6 +33,8 @@ export interface BuildOptions {
   dtype: FloatDType;
   target: ExportTarget;
   options?: Record<string, string | number | boolean>;
+  /** SCAP lowering (the calibration graph); a pruned spec's own sites are used otherwise. */
+  scap?: ScapLowering;
 }
 
 /** Cache tensors of one block as the graph declares them. */
@@ -73,7 +77,14 @@ export function buildGraph(spec: ModelSpec, tensors: CanonicalTensors, opts: Bui
     const cur = g.op('Slice', [maskF, g.op('Neg', [seqLen]), g.ints([Number.MAX_SAFE_INTEGER]), g.ints([1])]);
     return g.op('Unsqueeze', [cur, g.ints([2])]);
   });
-  const ctx: LowerContext = { g, spec, tensors, target: opts.target, maskCur, options: opts.options ?? {} };
+  const ctx: LowerContext = { g, spec, tensors, target: opts.target, maskCur, options: opts.options ?? {}, scap: opts.scap };
+  if (!ctx.scap && spec.scap) {
+    const sites = Object.fromEntries(Object.entries(spec.scap.sites).map(([k, v]) => [k, { mode: v.mode, threshold: v.threshold }]));
+    ctx.scap = { kind: 'pruned', sites, registered: [] };
+  }
+  if (ctx.scap && opts.target === 'fused') {
+    throw new HubmoeError('UNSUPPORTED', 'SCAP-pruned models export to the portable target for now (the fused sparse-linear operator is not built yet); use --target portable');
+  }
   if (spec.blocks.some((b) => b.op.kind === 'attention')) {
     ctx.attnBias = g.scope('attn_bias', () => {
       // allowed[b, i, s] = mask[b, s] && s <= past + i, as fp32 0 / -max, shaped [B, 1, 1, T, S].
@@ -139,5 +150,12 @@ export function buildGraph(spec: ModelSpec, tensors: CanonicalTensors, opts: Bui
   });
   if (F !== TensorDataType.FLOAT) logits = g.op('Cast', [logits], { to: TensorDataType.FLOAT });
   g.output('logits', logits, TensorDataType.FLOAT, ['batch_size', 'sequence_length', spec.vocab.padded_size]);
+  if (ctx.scap?.kind === 'pruned') {
+    const met = new Set(ctx.scap.registered.map((r) => r.site));
+    const unknown = Object.keys(ctx.scap.sites).filter((site) => !met.has(site));
+    if (unknown.length) {
+      throw new HubmoeError('BAD_SPEC', `hubmoe.json: scap.sites names ${unknown.length} input(s) this model does not have: ${unknown.slice(0, 5).join(', ')}${unknown.length > 5 ? ', …' : ''}`);
+    }
+  }
   return g;
 }

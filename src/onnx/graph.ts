@@ -76,8 +76,8 @@ export class GraphBuilder {
     return name;
   }
 
-  /** Declares `value` as a graph output called `name`. */
-  output(name: string, value: string, elemType: TensorDataType, shape: Dim[]): void {
+  /** Declares `value` as a graph output called `name` (`shape` undefined: rank not declared). */
+  output(name: string, value: string, elemType: TensorDataType, shape: Dim[] | undefined): void {
     if (value !== name) this.nodes.push({ name: this.fresh('Identity'), opType: 'Identity', inputs: [value], outputs: [name], attributes: [] });
     this.outputs.push({ name, elemType, shape });
   }

@@ -140,7 +140,8 @@ export type Dim = number | string;
 export interface ValueInfoProto {
   name: string;
   elemType: TensorDataType;
-  shape: Dim[];
+  /** Absent: the rank is not declared. */
+  shape?: Dim[];
 }
 
 export interface GraphProto {
@@ -221,11 +222,14 @@ function encodeValueInfo(w: Writer, v: ValueInfoProto): void {
   w.message(2, (type) =>
     type.message(1, (tensor) => {
       tensor.int(1, v.elemType);
-      tensor.message(2, (shape) => {
-        for (const d of v.shape) {
-          shape.message(1, (dim) => (typeof d === 'number' ? dim.int(1, d) : dim.string(2, d)));
-        }
-      });
+      if (v.shape) {
+        const dims = v.shape;
+        tensor.message(2, (shape) => {
+          for (const d of dims) {
+            shape.message(1, (dim) => (typeof d === 'number' ? dim.int(1, d) : dim.string(2, d)));
+          }
+        });
+      }
     }),
   );
 }

@@ -114,8 +114,43 @@ export interface SourceSpec {
   dtype?: string;
 }
 
+/** The FC inputs SCAP can sparsify, by the layer reading them. */
+export type ScapLayerType = 'mamba_in' | 'mamba_out' | 'attn_qkv' | 'attn_o' | 'mlp_up' | 'mlp_down' | 'expert_up' | 'expert_down';
+export const SCAP_LAYER_TYPES: readonly ScapLayerType[] = ['mamba_in', 'mamba_out', 'attn_qkv', 'attn_o', 'mlp_up', 'mlp_down', 'expert_up', 'expert_down'];
+
+/** One sparsified FC input ("site"): its layer type, target and calibrated values. */
+export interface ScapSiteSpec {
+  type: ScapLayerType;
+  /** Target sparsity (fraction of zeroed inputs). */
+  target: number;
+  /** Mode m subtracted before thresholding (0 without Mode-Centering); m·W·1 is folded into the bias. */
+  mode: number;
+  /** Inputs with |x − m| ≤ threshold are zeroed. */
+  threshold: number;
+  /** Sparsity reached on the calibration tokens. */
+  calibration_sparsity: number;
+  /** Calibration values seen (tokens × channels). */
+  calibration_values: number;
+}
+
+/** SCAP activation pruning (written by `hubmoe prune`; docs/scap.md). */
 export interface ScapSpec {
-  [key: string]: unknown;
+  method: 'scap' | 'teal';
+  mode_centering: 'auto' | 'off';
+  /** The --sparsity specification as given. */
+  sparsity: string;
+  calibration: { file: string; sha256: string; tokens: number; window: number };
+  sites: Record<string, ScapSiteSpec>;
+  /** Perplexities measured by `hubmoe prune --ppl` (dense and pruned), for the model card. */
+  evaluation?: {
+    file: string;
+    sha256: string;
+    tokens: number;
+    dense: number;
+    pruned: number;
+    /** Sparsity reached on the evaluation text, per layer type (zeroed / seen inputs). */
+    achieved?: Record<string, number>;
+  };
 }
 
 /** How the model dir was produced (written by the exporter). */

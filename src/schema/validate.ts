@@ -3,7 +3,7 @@
  * Every problem is reported with the JSON path of the field at fault.
  */
 import { HubmoeError } from '../errors.js';
-import { ACTIVATIONS, FAMILIES, SCHEMA_VERSION } from './spec.js';
+import { ACTIVATIONS, FAMILIES, SCAP_LAYER_TYPES, SCHEMA_VERSION } from './spec.js';
 import type { ModelSpec } from './spec.js';
 
 class Checker {
@@ -97,6 +97,31 @@ function checkOp(c: Checker, v: unknown, path: string): void {
   }
 }
 
+function finite(c: Checker, v: unknown, path: string): void {
+  if (typeof v !== 'number' || !Number.isFinite(v)) c.problems.push(`${path} must be a finite number (got ${JSON.stringify(v)})`);
+}
+
+/** The SCAP section of a pruned model: every site names a block that exists, with finite (m, t). */
+function checkScap(c: Checker, v: unknown, blocks: number): void {
+  const scap = c.obj(v, '$.scap');
+  if (!scap) return;
+  c.oneOf(scap.method, ['scap', 'teal'], '$.scap.method');
+  c.oneOf(scap.mode_centering, ['auto', 'off'], '$.scap.mode_centering');
+  const sites = c.obj(scap.sites, '$.scap.sites');
+  if (!sites) return;
+  for (const [name, value] of Object.entries(sites)) {
+    const path = `$.scap.sites[${JSON.stringify(name)}]`;
+    const block = /^blocks\.(\d+)\./.exec(name);
+    c.check(block !== null && Number(block[1]) < blocks, `${path}: a site is named blocks.<j>.… with j below the block count ${blocks}`);
+    const site = c.obj(value, path);
+    if (!site) continue;
+    c.oneOf(site.type, SCAP_LAYER_TYPES, `${path}.type`);
+    finite(c, site.mode, `${path}.mode`);
+    finite(c, site.threshold, `${path}.threshold`);
+    c.check(typeof site.target === 'number' && site.target >= 0 && site.target < 1, `${path}.target must be a sparsity in [0, 1) (got ${JSON.stringify(site.target)})`);
+  }
+}
+
 /** Checks a parsed hubmoe.json; returns it typed, or throws a HubmoeError listing every problem. */
 export function validateSpec(value: unknown, where = 'hubmoe.json'): ModelSpec {
   const c = new Checker();
@@ -135,6 +160,7 @@ export function validateSpec(value: unknown, where = 'hubmoe.json'): ModelSpec {
       c.oneOf(src.format, ['safetensors', 'pytorch'], '$.source.format');
       if (!Array.isArray(src.files)) c.problems.push('$.source.files must be a list');
     }
+    if (s.scap !== undefined) checkScap(c, s.scap, Array.isArray(s.blocks) ? s.blocks.length : 0);
   }
   if (c.problems.length) {
     throw new HubmoeError('BAD_SPEC', `${where} is not a valid hubmoe/1 model spec:\n  - ${c.problems.join('\n  - ')}`);

@@ -80,6 +80,38 @@ describe('hubmoe CLI', () => {
     expect(hubmoe(['eval', out, '--ppl', join(dir, 'missing.txt')]).stderr).toMatch(/missing\.txt: no such file/);
   });
 
+  it('prune writes a pruned model dir and reports target and achieved sparsity; eval reports it too', async () => {
+    const dir = await tempDir();
+    const dense = join(dir, 'dense');
+    expect(hubmoe(['convert', fixture('brown', 'jamba', 'checkpoint'), '--out', dense]).code).toBe(0);
+    const { writeFile } = await import('node:fs/promises');
+    const text = 'The jury said it did find that the city was well run.\nIt was a fine day in Atlanta, and the election was over.\n'.repeat(40);
+    await writeFile(join(dir, 'text.txt'), text);
+    const pruned = join(dir, 'pruned');
+    const args = ['prune', dense, '--out', pruned, '--calib', join(dir, 'text.txt'), '--calib-tokens', '512', '--window', '128', '--sparsity', 'all=0.3,mamba_out=0.5', '--ppl', join(dir, 'text.txt')];
+    const r = hubmoe(args);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout).toBe(`${pruned}\n`);
+    expect(r.stderr).toMatch(/calibration: 512 tokens of .* in 4 windows of 128/);
+    expect(r.stderr).toMatch(/\nmamba_out\s+3\s+50\.0 %\s+50\.\d %\s+\d+\.\d %/);
+    expect(r.stderr).toMatch(/perplexity on .*text\.txt \(\d+ tokens\): dense [\d.]+, pruned [\d.]+/);
+    // The out dir exists now: refused without --overwrite, and left as it was.
+    const again = hubmoe(args);
+    expect(again.code).toBe(1);
+    expect(again.stderr).toMatch(/--overwrite/);
+    const e = hubmoe(['eval', pruned, '--ppl', join(dir, 'text.txt'), '--window', '128', '--json']);
+    expect(e.code, e.stderr).toBe(0);
+    const res = JSON.parse(e.stdout);
+    const types = Object.fromEntries(res.sparsity.map((t: { type: string; achieved: number }) => [t.type, t.achieved]));
+    const { loadSpec } = await import('../../src/schema/load.js');
+    const evaluation = (await loadSpec(pruned)).scap!.evaluation!;
+    expect(res.perplexity).toBeCloseTo(evaluation.pruned, 6);
+    expect(types).toEqual(evaluation.achieved);
+    const plain = hubmoe(['eval', pruned, '--ppl', join(dir, 'text.txt'), '--window', '128']);
+    expect(plain.stdout).toMatch(/layer type\s+sites\s+target\s+achieved\n/);
+    expect(hubmoe(['prune', dense, '--out', join(dir, 'x'), '--calib', join(dir, 'text.txt'), '--sparsity', 'up=0.2']).stderr).toMatch(/unknown layer type "up"/);
+  });
+
   it('demo converts the bundled model and generates', () => {
     const r = hubmoe(['demo', '--max-new-tokens', '4']);
     expect(r.code).toBe(0);

@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { CARD_MARKER, blocksSummary, renderModelCard, renderScapSection } from '../../src/hub/card.js';
 import { tinySpec } from './spec-fixture.js';
+import type { ScapSiteSpec, ScapSpec } from '../../src/schema/spec.js';
 
 function frontMatter(card: string): string[] {
   const lines = card.split('\n');
@@ -63,20 +64,29 @@ describe('model card', () => {
     expect(card).toContain("{ dtype: 'fp16' }");
   });
 
-  it('renders a SCAP section generically from spec.scap, and lets the scap module replace it', () => {
-    const scap = { threshold_mode: 'mode-centered', sparsity: 0.35, perplexity: { base: 12.3456789, pruned: 12.9 }, layers: [1, 2] };
+  it('renders a SCAP section from spec.scap (settings, perplexities, a table per layer type), and lets a caller replace it', () => {
+    const site = (type: ScapSiteSpec['type'], mode: number, reached: number): ScapSiteSpec => ({ type, target: 0.4, mode, threshold: 0.1, calibration_sparsity: reached, calibration_values: 1000 });
+    const scap: ScapSpec = {
+      method: 'scap',
+      mode_centering: 'auto',
+      sparsity: 'all=0.4',
+      calibration: { file: 'calib.txt', sha256: 'ab'.repeat(32), tokens: 16384, window: 256 },
+      sites: { 'blocks.0.mamba.in_proj': site('mamba_in', 0, 0.4), 'blocks.0.mamba.out_proj': site('mamba_out', -0.02, 0.38), 'blocks.2.mamba.in_proj': site('mamba_in', 0, 0.42) },
+      evaluation: { file: 'heldout.txt', sha256: 'cd'.repeat(32), tokens: 4096, dense: 12.3456789, pruned: 12.9 },
+    };
     const spec = tinySpec({ scap });
     const card = renderModelCard(spec, { repoId: 'me/x' });
     expect(frontMatter(card)).toEqual(expect.arrayContaining(['- scap', '- activation-sparsity']));
     expect(card).toContain('weights and the file size are unchanged');
     expect(card).toContain('## Pruning (SCAP)');
-    expect(card).toContain('| sparsity | 0.35 |');
-    expect(card).toContain('| perplexity.base | 12.3457 |');
-    expect(card).toContain('| layers | `[1,2]` |');
+    expect(card).toContain('| method | SCAP (sequential calibration) |');
+    expect(card).toContain('| perplexity | 12.346 dense → 12.900 pruned (4.5 %) on 4096 tokens of `heldout.txt` |');
+    expect(card).toContain('| mamba_in | 2 | 40.0 % | 41.0 % | 0 |');
+    expect(card).toContain('| mamba_out | 1 | 40.0 % | 38.0 % | 1 |');
     expect(renderScapSection(scap)).toContain('<!-- hubmoe:scap -->');
     const custom = renderModelCard(spec, { repoId: 'me/x', scapSection: '## Pruning\n\ncustom' });
     expect(custom).toContain('custom');
-    expect(custom).not.toContain('| sparsity |');
+    expect(custom).not.toContain('| method |');
   });
 
   it('quotes YAML values that need it', () => {

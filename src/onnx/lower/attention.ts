@@ -6,8 +6,8 @@
  */
 import type { AttentionOp } from '../../schema/spec.js';
 import { TensorDataType } from '../proto.js';
-import { linear } from './context.js';
 import type { LowerContext } from './context.js';
+import { sparseLinear, sparsify } from './scap.js';
 
 export interface AttentionCache {
   pastKey: string;
@@ -27,9 +27,10 @@ export function lowerAttention(ctx: LowerContext, x: string, j: number, op: Atte
   const G = A / KV;
   const split = (v: string, n: number): string =>
     g.op('Transpose', [g.op('Reshape', [v, g.ints([0, 0, n, Dh])])], { perm: [0, 2, 1, 3] });
-  const q = split(linear(ctx, x, `${p}.q`), A);
-  const k = split(linear(ctx, x, `${p}.k`), KV);
-  const v = split(linear(ctx, x, `${p}.v`), KV);
+  const xs = sparsify(ctx, x, `${p}.qkv`, 'attn_qkv', [`${p}.q.weight`, `${p}.k.weight`, `${p}.v.weight`]);
+  const q = split(sparseLinear(ctx, xs, `${p}.q`), A);
+  const k = split(sparseLinear(ctx, xs, `${p}.k`), KV);
+  const v = split(sparseLinear(ctx, xs, `${p}.v`), KV);
   const presentKey = g.op('Concat', [cache.pastKey, k], { axis: 2 });
   const presentValue = g.op('Concat', [cache.pastValue, v], { axis: 2 });
   // q: [B, A, T, Dh] → [B, KV, G, T, Dh]; k, v: [B, KV, S, Dh] → [B, KV, 1, S, Dh]
@@ -45,5 +46,5 @@ export function lowerAttention(ctx: LowerContext, x: string, j: number, op: Atte
   if (fp16) probs = g.op('Cast', [probs], { to: TensorDataType.FLOAT16 });
   const out5 = g.op('MatMul', [probs, v5]);
   const merged = g.op('Reshape', [g.op('Transpose', [g.op('Reshape', [out5, g.ints([0, A, -1, Dh])])], { perm: [0, 2, 1, 3] }), g.ints([0, 0, A * Dh])]);
-  return { y: linear(ctx, merged, `${p}.o`), presentKey, presentValue };
+  return { y: sparseLinear(ctx, sparsify(ctx, merged, `${p}.o`, 'attn_o', [`${p}.o.weight`]), `${p}.o`), presentKey, presentValue };
 }

@@ -8,6 +8,7 @@ import { readWhole } from '../../schema/canonical.js';
 import type { ModelSpec } from '../../schema/spec.js';
 import type { GraphBuilder, WeightPart } from '../graph.js';
 import { TensorDataType } from '../proto.js';
+import type { ScapLowering } from './scap.js';
 
 export type ExportTarget = 'portable' | 'fused';
 
@@ -22,6 +23,8 @@ export interface LowerContext {
   attnBias?: string;
   /** Expert activation overrides applied by the exporter (recorded in hubmoe.json). */
   options: Record<string, string | number | boolean>;
+  /** SCAP sparsification of FC inputs (pruned models and the calibration graph). */
+  scap?: ScapLowering;
 }
 
 export function tensor(ctx: LowerContext, name: string): CanonicalTensor {

@@ -21,6 +21,7 @@ import type { MambaOp } from '../../schema/spec.js';
 import { HUBMOE_DOMAIN, MS_DOMAIN } from '../graph.js';
 import { TensorDataType } from '../proto.js';
 import { linear, mapped, transposed, weight } from './context.js';
+import { sparseLinear, sparsify } from './scap.js';
 import type { LowerContext } from './context.js';
 import { lowerNorm } from './norm.js';
 
@@ -41,7 +42,7 @@ export function lowerMamba(ctx: LowerContext, x: string, j: number, op: MambaOp,
   const E = op.d_inner;
   const N = op.d_state;
   const R = op.dt_rank;
-  const xz = linear(ctx, x, `${p}.in_proj`);
+  const xz = sparseLinear(ctx, sparsify(ctx, x, `${p}.in_proj`, 'mamba_in', [`${p}.in_proj.weight`]), `${p}.in_proj`);
   const [u0, z] = g.node('Split', [xz, g.ints([E, E])], { attrs: { axis: -1 }, outputs: 2 }) as [string, string];
   const u1 = g.op('Mul', [u0, ctx.maskCur]);
   const convInputs = [g.op('Transpose', [u1], { perm: [0, 2, 1] }), weight(ctx, `${p}.conv1d.weight`)];
@@ -71,7 +72,8 @@ export function lowerMamba(ctx: LowerContext, x: string, j: number, op: MambaOp,
       [u, dtRaw, A32, B, C, weight(ctx, `${p}.D`, f32), z, weight(ctx, `${p}.dt_proj.bias`, f32), cache.pastSsm],
       { attrs: { delta_softplus: 1 }, outputs: 2, domain: HUBMOE_DOMAIN },
     ) as [string, string];
-    return { y: linear(ctx, y0, `${p}.out_proj`), presentConv, presentSsm };
+    const ys = sparsify(ctx, y0, `${p}.out_proj`, 'mamba_out', [`${p}.out_proj.weight`]);
+    return { y: sparseLinear(ctx, ys, `${p}.out_proj`), presentConv, presentSsm };
   }
   const delta = g.op('Softplus', [linear(ctx, dt, `${p}.dt_proj`)]);
   const A = mapped(ctx, `${p}.A_log`, `${p}.A`, (v) => v.map((a) => -Math.exp(a)));
@@ -88,7 +90,7 @@ export function lowerMamba(ctx: LowerContext, x: string, j: number, op: MambaOp,
   }) as [string, string];
   const withSkip = g.op('Add', [scan, g.op('Mul', [u, weight(ctx, `${p}.D`)])]);
   const gated = g.op('Mul', [withSkip, g.op('Mul', [z, g.op('Sigmoid', [z])])]);
-  const y = linear(ctx, gated, `${p}.out_proj`);
+  const y = sparseLinear(ctx, sparsify(ctx, gated, `${p}.out_proj`, 'mamba_out', [`${p}.out_proj.weight`]), `${p}.out_proj`);
   const presentSsm = g.op('Squeeze', [present, g.ints([3])]);
   return { y, presentConv, presentSsm };
 }

@@ -14,6 +14,8 @@ import { HUBMOE_DOMAIN, MS_DOMAIN } from '../graph.js';
 import type { WeightPart } from '../graph.js';
 import { activate } from './activation.js';
 import { expertRow, expertTransposed, has, linear, tensor, weight } from './context.js';
+import { expertModeCorrection, sparsify } from './scap.js';
+import type { Sparsified } from './scap.js';
 import type { LowerContext } from './context.js';
 
 export type MoeLowering = 'ort' | 'gather';
@@ -32,7 +34,9 @@ export function lowerMoe(ctx: LowerContext, x: string, j: number, op: MoeOp): st
   if (ctx.target === 'fused') return lowerHubmoeMoe(ctx, x, linear(ctx, x, `blocks.${j}.moe.router`), j, op);
   const x2 = g.op('Reshape', [x, g.ints([-1, H])]);
   const logits = linear(ctx, x2, `blocks.${j}.moe.router`);
-  const y2 = moeLowering(op) === 'ort' ? lowerOrtMoe(ctx, x2, logits, j, op) : lowerGatherMoe(ctx, x2, logits, j, op);
+  // Sparsified experts (SCAP) need the per-expert lowering: each expert's inputs are pruned on their own.
+  const scapExperts = ctx.scap && (ctx.scap.kind === 'calibrate' || Object.keys(ctx.scap.sites).some((site) => site.startsWith(`blocks.${j}.moe.`)));
+  const y2 = moeLowering(op) === 'ort' && !scapExperts ? lowerOrtMoe(ctx, x2, logits, j, op) : lowerGatherMoe(ctx, x2, logits, j, op);
   return g.op('Reshape', [y2, g.op('Shape', [x])]);
 }
 
@@ -178,14 +182,17 @@ function lowerGatherMoe(ctx: LowerContext, x2: string, logits: string, j: number
       const we = g.op('Gather', [routing, g.int(e)], { axis: 1 }); // [T]
       const rows = g.op('Reshape', [g.op('NonZero', [we]), g.ints([-1])]); // token indices routed to e
       const xe = g.op('Gather', [x2, rows], { axis: 0 });
-      const lin = (name: string, v: string): string => {
-        let y = g.op('MatMul', [v, expertTransposed(ctx, `${p}.${name}.weight`, e)]);
+      const lin = (name: string, v: Sparsified): string => {
+        let y = g.op('MatMul', [v.x, expertTransposed(ctx, `${p}.${name}.weight`, e)]);
         if (has(ctx, `${p}.${name}.bias`)) y = g.op('Add', [y, expertRow(ctx, `${p}.${name}.bias`, e)]);
-        return y;
+        const correction = expertModeCorrection(ctx, v, `${p}.${name}.weight`, e);
+        return correction ? g.op('Add', [y, correction]) : y;
       };
-      const up = lin('up', xe);
-      const h = op.expert.glu ? g.op('Mul', [activate(g, lin('gate', xe), op.expert.act), up]) : activate(g, up, op.expert.act);
-      const ye = g.op('Mul', [lin('down', h), g.op('Unsqueeze', [g.op('Gather', [we, rows], { axis: 0 }), g.ints([1])])]);
+      const xs = sparsify(ctx, xe, `${p}.${e}.up`, 'expert_up', op.expert.glu ? [`${p}.gate.weight#${e}`, `${p}.up.weight#${e}`] : [`${p}.up.weight#${e}`]);
+      const up = lin('up', xs);
+      const h = op.expert.glu ? g.op('Mul', [activate(g, lin('gate', xs), op.expert.act), up]) : activate(g, up, op.expert.act);
+      const hs = sparsify(ctx, h, `${p}.${e}.down`, 'expert_down', [`${p}.down.weight#${e}`]);
+      const ye = g.op('Mul', [lin('down', hs), g.op('Unsqueeze', [g.op('Gather', [we, rows], { axis: 0 }), g.ints([1])])]);
       out = g.op('ScatterND', [out, g.op('Unsqueeze', [rows, g.ints([1])]), ye], { reduction: 'add' });
     });
   }

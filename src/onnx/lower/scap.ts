@@ -1,0 +1,123 @@
+/**
+ * SCAP (statistical calibrated activation pruning) at the input of a fully-connected layer, with
+ * Mode-Centering folded into the bias:
+ *
+ *   x' = x − m;   x_s = x' where |x'| > t, else 0;   y = x_s · Wᵀ + b + m · (W · 1)
+ *
+ * With t < 0 nothing is pruned and y = x · Wᵀ + b exactly (the shift is lossless). A "site" is one
+ * input tensor: layers sharing an input (q/k/v, gate/up) share one site, hence one mask. Sites are
+ * named by their block and the first layer reading them (blocks.3.mamba.in_proj, blocks.5.mlp.up,
+ * blocks.1.moe.2.down for expert 2, …).
+ *
+ * Two uses: a pruned model (m, t constants, per-site kept/total counts as extra outputs so that the
+ * achieved sparsity can be reported), and the calibration graph (m, t graph inputs, the raw input of
+ * every site an extra output).
+ */
+import type { CanonicalTensor } from '../../schema/canonical.js';
+import { readWhole } from '../../schema/canonical.js';
+import type { WeightPart } from '../graph.js';
+import { TensorDataType } from '../proto.js';
+import { has, tensor, transposed, weight } from './context.js';
+import type { LowerContext } from './context.js';
+
+import type { ScapLayerType } from '../../schema/spec.js';
+
+export type { ScapLayerType } from '../../schema/spec.js';
+export { SCAP_LAYER_TYPES } from '../../schema/spec.js';
+
+export interface ScapSiteValues {
+  mode: number;
+  threshold: number;
+}
+
+export interface ScapLowering {
+  kind: 'pruned' | 'calibrate';
+  /** Pruned: the sparsified sites and their (m, t); sites absent here stay dense. */
+  sites: Record<string, ScapSiteValues>;
+  /** Filled while lowering: every site met, in graph order, with its type and the weights reading it. */
+  registered: Array<{ site: string; type: ScapLayerType; weights: string[] }>;
+}
+
+export const scapInput = (site: string): string => `scap_input.${site}`;
+export const scapModeInput = (site: string): string => `scap_mode.${site}`;
+export const scapThresholdInput = (site: string): string => `scap_threshold.${site}`;
+export const scapKept = (site: string): string => `scap_kept.${site}`;
+export const scapTotal = (site: string): string => `scap_total.${site}`;
+
+/** An FC input after SCAP: the (possibly sparsified) values and, when shifted, the mode as a scalar value. */
+export interface Sparsified {
+  x: string;
+  site?: string;
+  mode?: string;
+}
+
+/**
+ * Applies SCAP at `site` (when the model is pruned there, or always in the calibration graph);
+ * `weights` are the canonical weight names of the layers reading this input (for the calibration's
+ * mode selection).
+ */
+export function sparsify(ctx: LowerContext, x: string, site: string, type: ScapLayerType, weights: string[]): Sparsified {
+  const scap = ctx.scap;
+  if (!scap) return { x };
+  const { g } = ctx;
+  const f32 = TensorDataType.FLOAT;
+  let mode: string;
+  let threshold: string;
+  if (scap.kind === 'calibrate') {
+    scap.registered.push({ site, type, weights });
+    g.output(scapInput(site), g.op('Identity', [x]), g.floatType, undefined);
+    mode = g.input(scapModeInput(site), f32, []);
+    threshold = g.input(scapThresholdInput(site), f32, []);
+  } else {
+    const values = scap.sites[site];
+    if (!values) return { x };
+    scap.registered.push({ site, type, weights });
+    mode = g.scalar(values.mode, f32);
+    threshold = g.scalar(values.threshold, f32);
+  }
+  const fp16 = g.floatType === TensorDataType.FLOAT16;
+  const x32 = fp16 ? g.op('Cast', [x], { to: f32 }) : x;
+  const shifted = g.op('Sub', [x32, mode]);
+  const keep = g.op('Greater', [g.op('Abs', [shifted]), threshold]);
+  let kept = g.op('Where', [keep, shifted, g.scalar(0, f32)]);
+  if (fp16) kept = g.op('Cast', [kept], { to: TensorDataType.FLOAT16 });
+  const keepF = g.op('Cast', [keep], { to: f32 });
+  g.output(scapKept(site), g.op('ReduceSum', [keepF], { keepdims: 0 }), f32, []);
+  g.output(scapTotal(site), g.op('Cast', [g.op('Size', [keepF])], { to: f32 }), f32, []);
+  return { x: kept, site, mode: fp16 ? g.op('Cast', [mode], { to: TensorDataType.FLOAT16 }) : mode };
+}
+
+/** Σ_i W[o, i] of a [out, in] weight (or of rows [e] of a stacked [X, out, in] one), as an initializer. */
+function rowSum(ctx: LowerContext, name: string, expert?: number): string {
+  const t: CanonicalTensor = tensor(ctx, name);
+  const [rows, cols] = (expert === undefined ? t.shape : t.shape.slice(1)) as [number, number];
+  const part: WeightPart = {
+    elements: rows,
+    read: async () => {
+      const all = expert !== undefined && t.parts.length === t.shape[0] ? await t.parts[expert]!.read() : await readWhole(t);
+      const w = expert !== undefined && t.parts.length !== t.shape[0] ? all.subarray(expert * rows * cols, (expert + 1) * rows * cols) : all;
+      const out = new Float32Array(rows);
+      for (let r = 0; r < rows; r++) {
+        let s = 0;
+        for (let c = 0; c < cols; c++) s += w[r * cols + c]!;
+        out[r] = s;
+      }
+      return out;
+    },
+  };
+  return ctx.g.weight(`${name}${expert === undefined ? '' : `.${expert}`}.rowsum`, [rows], [part]);
+}
+
+/** y = x_s · Wᵀ (+ b) (+ m · W·1) for the canonical linear layer `prefix` (`prefix.weight`, optional `prefix.bias`). */
+export function sparseLinear(ctx: LowerContext, s: Sparsified, prefix: string): string {
+  const { g } = ctx;
+  let y = g.op('MatMul', [s.x, transposed(ctx, `${prefix}.weight`)]);
+  if (has(ctx, `${prefix}.bias`)) y = g.op('Add', [y, weight(ctx, `${prefix}.bias`)]);
+  if (s.mode) y = g.op('Add', [y, g.op('Mul', [s.mode, rowSum(ctx, `${prefix}.weight`)])]);
+  return y;
+}
+
+/** The mode correction m · (W_e · 1) of expert `e` of a stacked weight, or nothing without a shift. */
+export function expertModeCorrection(ctx: LowerContext, s: Sparsified, name: string, e: number): string | undefined {
+  return s.mode ? ctx.g.op('Mul', [s.mode, rowSum(ctx, name, e)]) : undefined;
+}
