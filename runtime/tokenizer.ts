@@ -46,10 +46,11 @@ export async function loadTokenizer(dir: string): Promise<TextTokenizer | undefi
  * newlines, no special tokens) and concatenated — as fixtures/scripts/train_brown.py does, so that
  * perplexities compare with the references'.
  */
-export function encodeCorpus(tok: TextTokenizer, text: string, linesPerChunk = 2000): number[] {
+export function encodeCorpus(tok: TextTokenizer, text: string, linesPerChunk = 2000, maxTokens = Infinity): number[] {
   const lines = text.split('\n');
   const ids: number[] = [];
-  for (let i = 0; i < lines.length; i += linesPerChunk) {
+  // Stops after the chunk that reaches maxTokens: the ids are a prefix of the whole text's.
+  for (let i = 0; i < lines.length && ids.length < maxTokens; i += linesPerChunk) {
     for (const id of tok.encode(lines.slice(i, i + linesPerChunk).join('\n'), false)) ids.push(id);
   }
   return ids;

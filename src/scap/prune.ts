@@ -11,7 +11,8 @@
  *    method "teal": m = 0 and thresholds from the dense model's activations, all in one pass (the
  *    plain magnitude baseline).
  * 3. The pruned model dir is exported with the sites' (m, t) in hubmoe.json (`scap`) and
- *    scap_config.json; m·W·1 is folded into each layer's bias by the exporter.
+ *    scap_config.json; the exporter folds m·W·1 into each reading layer's bias (a new initializer
+ *    `<weight>.scap_bias`, named in the site's `bias`).
  */
 import { createHash } from 'node:crypto';
 import { mkdtemp, readFile, rename, rm, writeFile } from 'node:fs/promises';
@@ -25,7 +26,7 @@ import { silentLogger } from '../log.js';
 import type { Logger } from '../log.js';
 import { buildGraph, cacheSpecs } from '../onnx/build.js';
 import { writeOnnx } from '../onnx/export.js';
-import { SCAP_LAYER_TYPES, scapInput, scapModeInput, scapThresholdInput } from '../onnx/lower/scap.js';
+import { SCAP_LAYER_TYPES, scapBiasName, scapInput, scapModeInput, scapThresholdInput } from '../onnx/lower/scap.js';
 import type { ScapLowering } from '../onnx/lower/scap.js';
 import { readWhole } from '../schema/canonical.js';
 import type { CanonicalTensors } from '../schema/canonical.js';
@@ -204,7 +205,7 @@ export async function prune(modelDir: string, opts: PruneOptions): Promise<Prune
   const tok = await loadTokenizer(modelDir);
   if (!tok) throw new HubmoeError('NOT_FOUND', `${modelDir}: the model dir has no tokenizer.json; calibration text needs one`);
   const calibText = await readText(opts.calib);
-  const ids = encodeCorpus(tok, calibText).slice(0, calibTokens);
+  const ids = encodeCorpus(tok, calibText, undefined, calibTokens).slice(0, calibTokens);
   const windows = Math.floor(ids.length / window);
   if (windows < 1) throw new HubmoeError('BAD_ARGUMENT', `${opts.calib}: ${ids.length} tokens, fewer than one window of ${window}`);
   log.info(`calibration: ${windows * window} tokens of ${opts.calib} in ${windows} windows of ${window}`);
@@ -300,7 +301,11 @@ export async function prune(modelDir: string, opts: PruneOptions): Promise<Prune
         log.warn(`${s.site}: no calibration tokens reached it (an expert no token was routed to); it stays dense`);
         continue;
       }
-      siteSpecs[s.site] = { type: s.type, target: targets[s.type], mode: v.mode, threshold: v.threshold, calibration_sparsity: v.calibration, calibration_values: v.values };
+      const bias = v.mode === 0 ? [] : s.weights.map((w) => {
+        const [name, expert] = w.split('#') as [string, string | undefined];
+        return scapBiasName(name, expert === undefined ? undefined : Number(expert));
+      });
+      siteSpecs[s.site] = { type: s.type, target: targets[s.type], mode: v.mode, threshold: v.threshold, bias, calibration_sparsity: v.calibration, calibration_values: v.values };
     }
     spec.scap = {
       method,

@@ -127,6 +127,8 @@ export interface ScapSiteSpec {
   mode: number;
   /** Inputs with |x − m| ≤ threshold are zeroed. */
   threshold: number;
+  /** ONNX initializers holding the folded biases b + m·W·1 of the layers reading this input (none when m = 0). */
+  bias: string[];
   /** Sparsity reached on the calibration tokens. */
   calibration_sparsity: number;
   /** Calibration values seen (tokens × channels). */

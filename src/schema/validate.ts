@@ -118,6 +118,7 @@ function checkScap(c: Checker, v: unknown, blocks: number): void {
     c.oneOf(site.type, SCAP_LAYER_TYPES, `${path}.type`);
     finite(c, site.mode, `${path}.mode`);
     finite(c, site.threshold, `${path}.threshold`);
+    c.check(Array.isArray(site.bias) && site.bias.every((b) => typeof b === 'string'), `${path}.bias must be a list of initializer names`);
     c.check(typeof site.target === 'number' && site.target >= 0 && site.target < 1, `${path}.target must be a sparsity in [0, 1) (got ${JSON.stringify(site.target)})`);
   }
 }

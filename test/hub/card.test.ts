@@ -65,7 +65,7 @@ describe('model card', () => {
   });
 
   it('renders a SCAP section from spec.scap (settings, perplexities, a table per layer type), and lets a caller replace it', () => {
-    const site = (type: ScapSiteSpec['type'], mode: number, reached: number): ScapSiteSpec => ({ type, target: 0.4, mode, threshold: 0.1, calibration_sparsity: reached, calibration_values: 1000 });
+    const site = (type: ScapSiteSpec['type'], mode: number, reached: number): ScapSiteSpec => ({ type, target: 0.4, mode, threshold: 0.1, bias: mode ? ['w.scap_bias'] : [], calibration_sparsity: reached, calibration_values: 1000 });
     const scap: ScapSpec = {
       method: 'scap',
       mode_centering: 'auto',

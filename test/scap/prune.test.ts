@@ -45,7 +45,7 @@ describe('Mode-Centering with nothing pruned is lossless', () => {
           mode_centering: 'auto',
           sparsity: '0',
           calibration: { file: 'none', sha256: '', tokens: 0, window: 1 },
-          sites: Object.fromEntries(sites.map((s) => [s.site, { type: s.type, target: 0, mode: 0.37, threshold: -1, calibration_sparsity: 0, calibration_values: 0 }])),
+          sites: Object.fromEntries(sites.map((s) => [s.site, { type: s.type, target: 0, mode: 0.37, threshold: -1, bias: [], calibration_sparsity: 0, calibration_values: 0 }])),
         };
         await writeModelDir(opened, out, { dtype: 'fp32', target: 'portable' });
       } finally {
@@ -182,7 +182,17 @@ describe('prune on the Brown-corpus models', () => {
     expect(a.pruned).toBeGreaterThan(a.dense);
     expect(a.pruned).toBeLessThan(o.pruned);
     for (const t of ['mamba_in', 'mamba_out', 'expert_up', 'expert_down']) expect(Math.abs(a.achieved![t]! - 0.5)).toBeLessThan(0.05);
-    expect((await loadSpec(join(dir, 'auto'))).scap!.evaluation).toEqual(a);
+    const spec = await loadSpec(join(dir, 'auto'));
+    expect(spec.scap!.evaluation).toEqual(a);
+    // m·W·1 is folded into one bias initializer per reading layer (per expert), named in the site.
+    const onnx = readFileSync(join(dir, 'auto', 'onnx', 'model.onnx'), 'latin1');
+    for (const [site, s] of Object.entries(spec.scap!.sites)) {
+      expect(s.bias.length, site).toBe(s.mode === 0 ? 0 : 1);
+      for (const b of s.bias) expect(onnx.includes(b), b).toBe(true);
+    }
+    const shifted = Object.entries(spec.scap!.sites).find(([site, s]) => /^blocks\.\d+\.moe\.\d+\.down$/.test(site) && s.mode !== 0)!;
+    const [, block, expert] = /^blocks\.(\d+)\.moe\.(\d+)\.down$/.exec(shifted[0])!;
+    expect(shifted[1].bias).toEqual([`blocks.${block}.moe.down.weight.${expert}.scap_bias`]);
   });
 
   it('TEAL: zero modes, thresholds from the dense model in one pass', async () => {

@@ -44,11 +44,19 @@ export const scapThresholdInput = (site: string): string => `scap_threshold.${si
 export const scapKept = (site: string): string => `scap_kept.${site}`;
 export const scapTotal = (site: string): string => `scap_total.${site}`;
 
-/** An FC input after SCAP: the (possibly sparsified) values and, when shifted, the mode as a scalar value. */
+/** An FC input after SCAP: the (possibly sparsified) values and the mode shift to compensate. */
 export interface Sparsified {
   x: string;
   site?: string;
+  /** Calibration graph: the mode, a scalar graph input (m·W·1 is computed at run time). */
   mode?: string;
+  /** Pruned graph: a non-zero mode, folded into each reading layer's bias at export. */
+  modeValue?: number;
+}
+
+/** The ONNX initializer holding the folded bias b + m·W·1 of the layer `prefix` (or of expert `e`). */
+export function scapBiasName(weightName: string, expert?: number): string {
+  return `${weightName}${expert === undefined ? '' : `.${expert}`}.scap_bias`;
 }
 
 /**
@@ -61,8 +69,9 @@ export function sparsify(ctx: LowerContext, x: string, site: string, type: ScapL
   if (!scap) return { x };
   const { g } = ctx;
   const f32 = TensorDataType.FLOAT;
-  let mode: string;
+  let mode: string | undefined;
   let threshold: string;
+  let modeValue: number | undefined;
   if (scap.kind === 'calibrate') {
     scap.registered.push({ site, type, weights });
     g.output(scapInput(site), g.op('Identity', [x]), g.floatType, undefined);
@@ -72,52 +81,64 @@ export function sparsify(ctx: LowerContext, x: string, site: string, type: ScapL
     const values = scap.sites[site];
     if (!values) return { x };
     scap.registered.push({ site, type, weights });
-    mode = g.scalar(values.mode, f32);
+    if (values.mode !== 0) {
+      modeValue = values.mode;
+      mode = g.scalar(values.mode, f32);
+    }
     threshold = g.scalar(values.threshold, f32);
   }
   const fp16 = g.floatType === TensorDataType.FLOAT16;
   const x32 = fp16 ? g.op('Cast', [x], { to: f32 }) : x;
-  const shifted = g.op('Sub', [x32, mode]);
+  const shifted = mode ? g.op('Sub', [x32, mode]) : x32;
   const keep = g.op('Greater', [g.op('Abs', [shifted]), threshold]);
   let kept = g.op('Where', [keep, shifted, g.scalar(0, f32)]);
   if (fp16) kept = g.op('Cast', [kept], { to: TensorDataType.FLOAT16 });
   const keepF = g.op('Cast', [keep], { to: f32 });
   g.output(scapKept(site), g.op('ReduceSum', [keepF], { keepdims: 0 }), f32, []);
   g.output(scapTotal(site), g.op('Cast', [g.op('Size', [keepF])], { to: f32 }), f32, []);
-  return { x: kept, site, mode: fp16 ? g.op('Cast', [mode], { to: TensorDataType.FLOAT16 }) : mode };
+  if (scap.kind === 'calibrate') return { x: kept, site, mode: fp16 ? g.op('Cast', [mode!], { to: TensorDataType.FLOAT16 }) : mode };
+  return { x: kept, site, modeValue };
 }
 
-/** Σ_i W[o, i] of a [out, in] weight (or of rows [e] of a stacked [X, out, in] one), as an initializer. */
-function rowSum(ctx: LowerContext, name: string, expert?: number): string {
-  const t: CanonicalTensor = tensor(ctx, name);
+/**
+ * scale · Σ_i W[o, i] (+ b[o]) of a [out, in] weight (or of expert `expert` of a stacked [X, out, in]
+ * one), as an initializer named `name`.
+ */
+function rowSum(ctx: LowerContext, weightName: string, name: string, scale: number, expert?: number, bias?: string): string {
+  const t: CanonicalTensor = tensor(ctx, weightName);
   const [rows, cols] = (expert === undefined ? t.shape : t.shape.slice(1)) as [number, number];
   const part: WeightPart = {
     elements: rows,
     read: async () => {
       const all = expert !== undefined && t.parts.length === t.shape[0] ? await t.parts[expert]!.read() : await readWhole(t);
       const w = expert !== undefined && t.parts.length !== t.shape[0] ? all.subarray(expert * rows * cols, (expert + 1) * rows * cols) : all;
+      const b = bias ? await readWhole(tensor(ctx, bias)) : undefined;
       const out = new Float32Array(rows);
       for (let r = 0; r < rows; r++) {
         let s = 0;
         for (let c = 0; c < cols; c++) s += w[r * cols + c]!;
-        out[r] = s;
+        out[r] = scale * s + (b ? b[r]! : 0);
       }
       return out;
     },
   };
-  return ctx.g.weight(`${name}${expert === undefined ? '' : `.${expert}`}.rowsum`, [rows], [part]);
+  return ctx.g.weight(name, [rows], [part]);
 }
 
 /** y = x_s · Wᵀ (+ b) (+ m · W·1) for the canonical linear layer `prefix` (`prefix.weight`, optional `prefix.bias`). */
 export function sparseLinear(ctx: LowerContext, s: Sparsified, prefix: string): string {
   const { g } = ctx;
-  let y = g.op('MatMul', [s.x, transposed(ctx, `${prefix}.weight`)]);
-  if (has(ctx, `${prefix}.bias`)) y = g.op('Add', [y, weight(ctx, `${prefix}.bias`)]);
-  if (s.mode) y = g.op('Add', [y, g.op('Mul', [s.mode, rowSum(ctx, `${prefix}.weight`)])]);
-  return y;
+  const w = `${prefix}.weight`;
+  const b = has(ctx, `${prefix}.bias`) ? `${prefix}.bias` : undefined;
+  const y = g.op('MatMul', [s.x, transposed(ctx, w)]);
+  // Pruned: one folded bias b + m·W·1.
+  if (s.modeValue !== undefined) return g.op('Add', [y, rowSum(ctx, w, scapBiasName(w), s.modeValue, undefined, b)]);
+  const withBias = b ? g.op('Add', [y, weight(ctx, b)]) : y;
+  return s.mode ? g.op('Add', [withBias, g.op('Mul', [s.mode, rowSum(ctx, w, `${w}.rowsum`, 1)])]) : withBias;
 }
 
 /** The mode correction m · (W_e · 1) of expert `e` of a stacked weight, or nothing without a shift. */
 export function expertModeCorrection(ctx: LowerContext, s: Sparsified, name: string, e: number): string | undefined {
-  return s.mode ? ctx.g.op('Mul', [s.mode, rowSum(ctx, name, e)]) : undefined;
+  if (s.modeValue !== undefined) return rowSum(ctx, name, scapBiasName(name, e), s.modeValue, e);
+  return s.mode ? ctx.g.op('Mul', [s.mode, rowSum(ctx, name, `${name}.${e}.rowsum`, 1, e)]) : undefined;
 }
