@@ -4,6 +4,7 @@
  * with which dtypes and target, and how to run it. The output is deterministic (no dates), so
  * publishing the same model dir twice produces the same card and uploads nothing.
  */
+import { basename } from 'node:path';
 import type { BlockOp, ModelSpec, ScapSpec } from '../schema/spec.js';
 import { activeParameterCount, parameterCount } from '../schema/tensors.js';
 
@@ -114,14 +115,22 @@ export function renderScapSection(scap: ScapSpec): string {
     `| method | ${scap.method === 'teal' ? 'magnitude threshold on dense activations (TEAL-style)' : 'SCAP (sequential calibration)'} |`,
     `| mode centering | ${scap.mode_centering} |`,
     `| sparsity | \`${mdCell(scap.sparsity)}\` |`,
-    `| calibration | ${scap.calibration.tokens} tokens of \`${mdCell(scap.calibration.file)}\` (sha256 ${scap.calibration.sha256.slice(0, 16)}…), windows of ${scap.calibration.window} |`,
+    `| calibration | ${scap.calibration.tokens} tokens of \`${mdCell(basename(scap.calibration.file))}\` (sha256 ${scap.calibration.sha256.slice(0, 16)}…), windows of ${scap.calibration.window} |`,
   ];
   if (scap.evaluation) {
     const e = scap.evaluation;
-    lines.push(`| perplexity | ${e.dense.toFixed(3)} dense → ${e.pruned.toFixed(3)} pruned (${(100 * (e.pruned / e.dense - 1)).toFixed(1)} %) on ${e.tokens} tokens of \`${mdCell(e.file)}\` |`);
+    lines.push(`| perplexity | ${e.dense.toFixed(3)} dense → ${e.pruned.toFixed(3)} pruned (${(100 * (e.pruned / e.dense - 1)).toFixed(1)} %) on ${e.tokens} tokens of \`${mdCell(basename(e.file))}\` |`);
   }
-  lines.push('', '| layer inputs | sites | target | reached on calibration | mode-centered |', '| --- | --- | --- | --- | --- |');
-  for (const [type, t] of byType) lines.push(`| ${type} | ${t.sites} | ${pct(t.target)} | ${pct(t.achieved / t.sites)} | ${t.centered} |`);
+  const evalSparsity = scap.evaluation?.achieved;
+  lines.push(
+    '',
+    `| layer inputs | sites | target | reached on calibration |${evalSparsity ? ' reached on evaluation |' : ''} mode-centered |`,
+    `| --- | --- | --- | --- |${evalSparsity ? ' --- |' : ''} --- |`,
+  );
+  for (const [type, t] of byType) {
+    const ev = evalSparsity ? ` ${evalSparsity[type] === undefined ? '–' : pct(evalSparsity[type])} |` : '';
+    lines.push(`| ${type} | ${t.sites} | ${pct(t.target)} | ${pct(t.achieved / t.sites)} |${ev} ${t.centered} |`);
+  }
   lines.push('', 'Every site\'s mode and threshold are in `hubmoe.json` (`scap.sites`) and `scap_config.json`.');
   return lines.join('\n');
 }

@@ -87,6 +87,13 @@ describe('model card', () => {
     const custom = renderModelCard(spec, { repoId: 'me/x', scapSection: '## Pruning\n\ncustom' });
     expect(custom).toContain('custom');
     expect(custom).not.toContain('| method |');
+    // With the sparsity measured on the evaluation text, a column for it; local paths shown by name.
+    const measured = renderScapSection({ ...scap, calibration: { ...scap.calibration, file: '/home/me/data/calib.txt' }, evaluation: { ...scap.evaluation!, achieved: { mamba_in: 0.395 } } });
+    expect(measured).toContain('| layer inputs | sites | target | reached on calibration | reached on evaluation | mode-centered |');
+    expect(measured).toContain('| mamba_in | 2 | 40.0 % | 41.0 % | 39.5 % | 0 |');
+    expect(measured).toContain('| mamba_out | 1 | 40.0 % | 38.0 % | – | 1 |');
+    expect(measured).toContain('tokens of `calib.txt`');
+    expect(measured).not.toContain('/home/me');
   });
 
   it('quotes YAML values that need it', () => {

@@ -7,7 +7,11 @@ import { createHash } from 'node:crypto';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it, vi } from 'vitest';
+import { convert } from '../../src/convert.js';
 import { HubmoeError } from '../../src/errors.js';
+import { prune } from '../../src/scap/prune.js';
+import { loadSpec } from '../../src/schema/load.js';
+import { FIXTURES } from '../helpers.js';
 import { CARD_MARKER } from '../../src/hub/card.js';
 import { publish } from '../../src/hub/publish.js';
 import type { PublishOptions } from '../../src/hub/publish.js';
@@ -276,6 +280,26 @@ describe('publish', () => {
     expect(other.code).toBe('HUB_AUTH');
   });
 
+  it('a SCAP-pruned model: scap_config.json is uploaded and the card records the settings and perplexities', async () => {
+    const dense = join(work, 'dense');
+    await convert(join(FIXTURES, 'brown', 'jamba', 'checkpoint'), { outDir: dense });
+    const text = join(work, 'text.txt');
+    await writeFile(text, 'The jury said it did find that the city was well run.\nIt was a fine day in Atlanta, and the election was over.\n'.repeat(30));
+    const pruned = join(work, 'pruned');
+    await prune(dense, { outDir: pruned, calib: text, calibTokens: 512, window: 128, sparsity: '0.4', ppl: text });
+    const repo = newRepo();
+    const r = await publish(pruned, repo, opts());
+    expect(r.uploaded).toContain('scap_config.json');
+    const files = server.filesAt(repo, 'main');
+    const card = files.get('README.md')!.content.toString();
+    const e = (await loadSpec(pruned)).scap!.evaluation!;
+    expect(card).toContain('## Pruning (SCAP)');
+    expect(card).toContain('| method | SCAP (sequential calibration) |');
+    expect(card).toContain(`| perplexity | ${e.dense.toFixed(3)} dense → ${e.pruned.toFixed(3)} pruned`);
+    expect(card).toMatch(/\| expert_down \| 8 \| 40\.0 % \| 40\.\d % \| \d+\.\d % \| \d \|/);
+    expect(JSON.parse(files.get('scap_config.json')!.content.toString())).toEqual((await loadSpec(pruned)).scap);
+  });
+
   it('round trip: publish, then list and read the files back through openHubStore', async () => {
     const dir = await makeModelDir();
     const repo = newRepo();
@@ -295,8 +319,6 @@ describe('publish', () => {
     } finally {
       await source.close();
     }
-    // TODO(lead): publish → convert round trip (test name above): once convert(source) accepts a repo
-    // id, publish a converted model dir whose hubmoe.json names a Hub source, convert that repo back
-    // through openHubStore, and compare the resulting hubmoe.json and ONNX outputs with the original.
+    // The round trip through convert and generation: test/hub/convert-hub.test.ts.
   });
 });
