@@ -25,7 +25,7 @@ import type { TextGenerateOptions } from '../../runtime/model.js';
 import { cliLogger, colour } from './output.js';
 import { prune } from '../scap/prune.js';
 import type { PruneSiteReport } from '../scap/prune.js';
-import { formatSparsity, sparsityByType } from '../scap/report.js';
+import { formatSites, formatSparsity, sparsityBySite, sparsityByType } from '../scap/report.js';
 
 class UsageError extends Error {}
 
@@ -261,6 +261,7 @@ export function buildCli(argv: string[]) {
           .option('ppl', { type: 'string', demandOption: true, describe: 'a UTF-8 text file' })
           .option('window', { type: 'number', default: 256, describe: 'tokens per window' })
           .option('device', { choices: ['cpu', 'cuda'] as const, default: 'cpu' as const })
+          .option('sites', { type: 'boolean', default: false, describe: 'pruned models: the sparsity reached at every site, not only per layer type' })
           .option('json', { type: 'boolean', default: false }),
       async (a) => {
         const log = cliLogger();
@@ -275,11 +276,14 @@ export function buildCli(argv: string[]) {
           }
           const ids = encodeCorpus(model.tokenizer, text);
           const res = await model.perplexity(ids, { window: a.window, onProgress: (done, total) => log.progress?.('windows', done, total) });
-          const sparsity = model.spec.scap ? sparsityByType(model.spec.scap, model.scapStats()) : undefined;
-          if (a.json) out(JSON.stringify({ file: a.ppl, window: a.window, ...res, ...(sparsity ? { sparsity } : {}) }));
+          const scap = model.spec.scap;
+          const sparsity = scap ? sparsityByType(scap, model.scapStats()) : undefined;
+          const sites = scap ? sparsityBySite(scap, model.scapStats()) : undefined;
+          if (a.json) out(JSON.stringify({ file: a.ppl, window: a.window, ...res, ...(sparsity ? { sparsity, sites } : {}) }));
           else {
             out(`perplexity ${res.perplexity.toFixed(3)} over ${res.tokens} tokens (${a.ppl})`);
             if (sparsity) out(formatSparsity(sparsity));
+            if (sites && a.sites) out(formatSites(sites));
           }
         } finally {
           await model.dispose();

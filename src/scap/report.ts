@@ -38,3 +38,28 @@ export function formatSparsity(rows: TypeSparsity[]): string {
   for (const r of rows) lines.push(`${r.type.padEnd(13)} ${String(r.sites).padStart(5)}  ${(100 * r.target).toFixed(1).padStart(5)} %  ${(100 * r.achieved).toFixed(1).padStart(6)} %`);
   return lines.join('\n');
 }
+
+export interface SiteSparsity {
+  site: string;
+  type: ScapLayerType;
+  target: number;
+  /** Zeroed / seen inputs at the site (null when no input reached it, e.g. an expert nothing was routed to). */
+  achieved: number | null;
+  values: number;
+}
+
+/** Per-site sparsity, in the spec's site order. */
+export function sparsityBySite(scap: ScapSpec, stats: Map<string, { kept: number; total: number }>): SiteSparsity[] {
+  return Object.entries(scap.sites).map(([site, v]) => {
+    const s = stats.get(site);
+    return { site, type: v.type, target: v.target, achieved: s && s.total > 0 ? 1 - s.kept / s.total : null, values: s?.total ?? 0 };
+  });
+}
+
+/** "site  target  achieved" lines for the terminal. */
+export function formatSites(rows: SiteSparsity[]): string {
+  const width = Math.max(4, ...rows.map((r) => r.site.length));
+  const lines = [`${'site'.padEnd(width)}  target  achieved`];
+  for (const r of rows) lines.push(`${r.site.padEnd(width)}  ${(100 * r.target).toFixed(1).padStart(4)} %  ${r.achieved === null ? '     –' : `${(100 * r.achieved).toFixed(1).padStart(6)} %`}`);
+  return lines.join('\n');
+}

@@ -107,8 +107,11 @@ describe('hubmoe CLI', () => {
     const evaluation = (await loadSpec(pruned)).scap!.evaluation!;
     expect(res.perplexity).toBeCloseTo(evaluation.pruned, 6);
     expect(types).toEqual(evaluation.achieved);
-    const plain = hubmoe(['eval', pruned, '--ppl', join(dir, 'text.txt'), '--window', '128']);
+    expect(res.sites).toHaveLength(28);
+    expect(res.sites[1]).toMatchObject({ site: 'blocks.0.mamba.out_proj', type: 'mamba_out', target: 0.5 });
+    const plain = hubmoe(['eval', pruned, '--ppl', join(dir, 'text.txt'), '--window', '128', '--sites']);
     expect(plain.stdout).toMatch(/layer type\s+sites\s+target\s+achieved\n/);
+    expect(plain.stdout).toMatch(/\nblocks\.0\.mamba\.out_proj\s+50\.0 %\s+\d+\.\d %\n/);
     expect(hubmoe(['prune', dense, '--out', join(dir, 'x'), '--calib', join(dir, 'text.txt'), '--sparsity', 'up=0.2']).stderr).toMatch(/unknown layer type "up"/);
   });
 
