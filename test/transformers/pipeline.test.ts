@@ -83,3 +83,29 @@ describe('pipeline("text-generation") on a hubmoe model dir', () => {
     }
   });
 });
+
+describe('a SCAP-pruned model dir in the pipeline', () => {
+  it('generates what hubmoe generateText generates from the pruned model (the extra sparsity outputs are ignored)', async () => {
+    const { writeFile } = await import('node:fs/promises');
+    const { join } = await import('node:path');
+    const { convert } = await import('../../src/convert.js');
+    const { prune } = await import('../../src/scap/prune.js');
+    const { fixture } = await import('../helpers.js');
+    const dir = await tempDir('hubmoe-tjs-scap-');
+    await convert(fixture('brown', 'jamba', 'checkpoint'), { outDir: join(dir, 'dense') });
+    const text = join(dir, 'calib.txt');
+    await writeFile(text, 'The jury said it did find that the city was well run.\nIt was a fine day in Atlanta, and the election was over.\n'.repeat(30));
+    await prune(join(dir, 'dense'), { outDir: join(dir, 'pruned'), calib: text, calibTokens: 512, window: 128, sparsity: '0.4' });
+    const gen = (await pipeline('text-generation', join(dir, 'pruned'), { dtype: 'fp32' })) as TextGenerationPipeline;
+    const own = await loadModel(join(dir, 'pruned'), { threads: 1 });
+    try {
+      const out = await gen('The jury said', { max_new_tokens: 12, do_sample: false, return_full_text: false });
+      const [want] = await own.generateText('The jury said', { maxNewTokens: 12 });
+      expect((out as Array<{ generated_text: string }>)[0]!.generated_text).toBe(want);
+      expect(own.scapStats().size).toBe(28);
+    } finally {
+      await gen.dispose();
+      await own.dispose();
+    }
+  });
+});
