@@ -28,7 +28,7 @@ import { buildGraph, cacheSpecs } from '../onnx/build.js';
 import { writeOnnx } from '../onnx/export.js';
 import { SCAP_LAYER_TYPES, scapBiasName, scapInput, scapModeInput, scapThresholdInput } from '../onnx/lower/scap.js';
 import type { ScapLowering } from '../onnx/lower/scap.js';
-import { readWhole } from '../schema/canonical.js';
+import { readExpert, readWhole } from '../schema/canonical.js';
 import type { CanonicalTensors } from '../schema/canonical.js';
 import { loadSpec } from '../schema/load.js';
 import type { Activation, ModelSpec, ScapLayerType, ScapSiteSpec, ScapSpec } from '../schema/spec.js';
@@ -128,19 +128,17 @@ async function siteWeights(tensors: CanonicalTensors, names: string[]): Promise<
     const [base, expert] = name.split('#') as [string, string | undefined];
     const t = tensors.get(base);
     if (!t) throw new HubmoeError('MISSING_TENSOR', `canonical tensor ${base} is missing`);
-    if (expert === undefined) blocks.push(await readWhole(t));
-    else {
-      const e = Number(expert);
-      const per = t.shape.slice(1).reduce((a, b) => a * b, 1);
-      blocks.push(t.parts.length === t.shape[0] ? await t.parts[e]!.read() : (await readWhole(t)).slice(e * per, (e + 1) * per));
-    }
+    blocks.push(expert === undefined ? await readWhole(t) : await readExpert(t, Number(expert)));
   }
-  const total = blocks.reduce((a, b) => a + b.length, 0);
-  const data = new Float32Array(total);
+  return concat(blocks);
+}
+
+function concat(parts: Float32Array[]): Float32Array {
+  const data = new Float32Array(parts.reduce((a, p) => a + p.length, 0));
   let off = 0;
-  for (const b of blocks) {
-    data.set(b, off);
-    off += b.length;
+  for (const p of parts) {
+    data.set(p, off);
+    off += p.length;
   }
   return data;
 }
@@ -205,6 +203,8 @@ export async function prune(modelDir: string, opts: PruneOptions): Promise<Prune
   const tok = await loadTokenizer(modelDir);
   if (!tok) throw new HubmoeError('NOT_FOUND', `${modelDir}: the model dir has no tokenizer.json; calibration text needs one`);
   const calibText = await readText(opts.calib);
+  // Read now: a missing --ppl file is reported before the calibration work.
+  const evalText = opts.ppl === undefined ? undefined : await readText(opts.ppl);
   const ids = encodeCorpus(tok, calibText, undefined, calibTokens).slice(0, calibTokens);
   const windows = Math.floor(ids.length / window);
   if (windows < 1) throw new HubmoeError('BAD_ARGUMENT', `${opts.calib}: ${ids.length} tokens, fewer than one window of ${window}`);
@@ -263,17 +263,7 @@ export async function prune(modelDir: string, opts: PruneOptions): Promise<Prune
           cols.set(s.site, t.dims[t.dims.length - 1] ?? 0);
         }
       }
-      return new Map(
-        [...chunks].map(([site, parts]) => {
-          const data = new Float32Array(parts.reduce((a, p) => a + p.length, 0));
-          let off = 0;
-          for (const p of parts) {
-            data.set(p, off);
-            off += p.length;
-          }
-          return [site, { data, cols: cols.get(site) ?? 0 }];
-        }),
-      );
+      return new Map([...chunks].map(([site, parts]) => [site, { data: concat(parts), cols: cols.get(site) ?? 0 }]));
     };
     // 2. Sequential calibration (TEAL: one pass on the dense model).
     const stages = new Map<string, typeof sites>();
@@ -316,9 +306,8 @@ export async function prune(modelDir: string, opts: PruneOptions): Promise<Prune
     };
     await writeModelDir(opened, outDir, { dtype: opts.dtype ?? (spec.export.dtypes.length > 1 ? 'both' : spec.export.dtypes[0]!), target: 'portable', overwrite: opts.overwrite, log, extraFiles: { 'scap_config.json': spec.scap } });
     // 4. Dense vs pruned perplexity.
-    if (opts.ppl) {
-      const text = await readText(opts.ppl);
-      const evalIds = encodeCorpus(tok, text);
+    if (opts.ppl !== undefined && evalText !== undefined) {
+      const evalIds = encodeCorpus(tok, evalText);
       const measure = async (dir: string, what: string): Promise<{ perplexity: number; tokens: number; stats: Map<string, { kept: number; total: number }> }> => {
         const m = await loadModel(dir, { threads: opts.threads });
         try {
@@ -331,7 +320,7 @@ export async function prune(modelDir: string, opts: PruneOptions): Promise<Prune
       const denseP = await measure(modelDir, 'dense');
       const prunedP = await measure(outDir, 'pruned');
       const achieved = Object.fromEntries(sparsityByType(spec.scap, prunedP.stats).map((r) => [r.type, r.achieved]));
-      spec.scap.evaluation = { file: opts.ppl, sha256: sha256(text), tokens: prunedP.tokens, dense: denseP.perplexity, pruned: prunedP.perplexity, achieved };
+      spec.scap.evaluation = { file: opts.ppl, sha256: sha256(evalText), tokens: prunedP.tokens, dense: denseP.perplexity, pruned: prunedP.perplexity, achieved };
       await writeJsonAtomic(join(outDir, 'hubmoe.json'), spec);
       await writeJsonAtomic(join(outDir, 'scap_config.json'), spec.scap);
     }

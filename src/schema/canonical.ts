@@ -36,6 +36,13 @@ export async function readWhole(t: CanonicalTensor): Promise<Float32Array> {
   return out;
 }
 
+/** Expert `e` of a stacked `[X, …]` tensor: its own part when stored per expert, else a slice of the whole. */
+export async function readExpert(t: CanonicalTensor, e: number): Promise<Float32Array> {
+  if (t.parts.length === t.shape[0]) return t.parts[e]!.read();
+  const per = t.shape.slice(1).reduce((a, b) => a * b, 1);
+  return (await readWhole(t)).subarray(e * per, (e + 1) * per);
+}
+
 /**
  * Checks a converter's tensor map against the spec: every expected tensor present with its shape,
  * nothing unexpected. Problems are reported with the source names they came from.

@@ -219,6 +219,7 @@ describe('prune on the Brown-corpus models', () => {
     await fails(prune(dense.jamba, { outDir: join(dir, 'a'), calib: short, sparsity: '0.4' }), 'BAD_ARGUMENT', /fewer than one window of 256/);
     await fails(prune(dense.jamba, { outDir: join(dir, 'b'), calib: join(dir, 'missing.txt'), sparsity: '0.4' }), 'NOT_FOUND', /missing\.txt/);
     await fails(prune(dense.jamba, { outDir: join(dir, 'c'), calib, sparsity: '1.2' }), 'BAD_ARGUMENT', /not a sparsity in \[0, 1\)/);
+    await fails(prune(dense.jamba, { outDir: join(dir, 'e'), calib, sparsity: '0.4', ppl: join(dir, 'nope.txt') }), 'NOT_FOUND', /nope\.txt/);
     const noTok = join(dir, 'notok');
     await convert(join(FIXTURE_BROWN, 'blackmamba', 'checkpoint'), { outDir: noTok });
     await fails(prune(noTok, { outDir: join(dir, 'd'), calib, sparsity: '0.4' }), 'NOT_FOUND', /no tokenizer\.json/);

@@ -4,7 +4,7 @@
  */
 import { HubmoeError } from '../../errors.js';
 import type { CanonicalTensor, CanonicalTensors } from '../../schema/canonical.js';
-import { readWhole } from '../../schema/canonical.js';
+import { readExpert, readWhole } from '../../schema/canonical.js';
 import type { ModelSpec } from '../../schema/spec.js';
 import type { GraphBuilder, WeightPart } from '../graph.js';
 import { TensorDataType } from '../proto.js';
@@ -82,9 +82,7 @@ export function expertTransposed(ctx: LowerContext, name: string, e: number): st
   const t = tensor(ctx, name);
   const [, rows, cols] = t.shape as [number, number, number];
   const p = t.parts.length === t.shape[0] ? t.parts[e]! : undefined;
-  const read = p
-    ? async () => transpose2d(await p.read(), rows, cols)
-    : async () => transpose2d((await readWhole(t)).subarray(e * rows * cols, (e + 1) * rows * cols), rows, cols);
+  const read = async () => transpose2d(await readExpert(t, e), rows, cols);
   return ctx.g.weight(`${name}.${e}.T`, [cols, rows], [{ elements: rows * cols, file: p?.file ?? firstFile(t), read }]);
 }
 

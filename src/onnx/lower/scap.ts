@@ -14,10 +14,10 @@
  * every site an extra output).
  */
 import type { CanonicalTensor } from '../../schema/canonical.js';
-import { readWhole } from '../../schema/canonical.js';
+import { readExpert, readWhole } from '../../schema/canonical.js';
 import type { WeightPart } from '../graph.js';
 import { TensorDataType } from '../proto.js';
-import { has, tensor, transposed, weight } from './context.js';
+import { has, linear, tensor, transposed } from './context.js';
 import type { LowerContext } from './context.js';
 
 import type { ScapLayerType } from '../../schema/spec.js';
@@ -110,8 +110,7 @@ function rowSum(ctx: LowerContext, weightName: string, name: string, scale: numb
   const part: WeightPart = {
     elements: rows,
     read: async () => {
-      const all = expert !== undefined && t.parts.length === t.shape[0] ? await t.parts[expert]!.read() : await readWhole(t);
-      const w = expert !== undefined && t.parts.length !== t.shape[0] ? all.subarray(expert * rows * cols, (expert + 1) * rows * cols) : all;
+      const w = expert === undefined ? await readWhole(t) : await readExpert(t, expert);
       const b = bias ? await readWhole(tensor(ctx, bias)) : undefined;
       const out = new Float32Array(rows);
       for (let r = 0; r < rows; r++) {
@@ -129,12 +128,13 @@ function rowSum(ctx: LowerContext, weightName: string, name: string, scale: numb
 export function sparseLinear(ctx: LowerContext, s: Sparsified, prefix: string): string {
   const { g } = ctx;
   const w = `${prefix}.weight`;
-  const b = has(ctx, `${prefix}.bias`) ? `${prefix}.bias` : undefined;
-  const y = g.op('MatMul', [s.x, transposed(ctx, w)]);
-  // Pruned: one folded bias b + m·W·1.
-  if (s.modeValue !== undefined) return g.op('Add', [y, rowSum(ctx, w, scapBiasName(w), s.modeValue, undefined, b)]);
-  const withBias = b ? g.op('Add', [y, weight(ctx, b)]) : y;
-  return s.mode ? g.op('Add', [withBias, g.op('Mul', [s.mode, rowSum(ctx, w, `${w}.rowsum`, 1)])]) : withBias;
+  if (s.modeValue !== undefined) {
+    // Pruned: one folded bias b + m·W·1.
+    const b = has(ctx, `${prefix}.bias`) ? `${prefix}.bias` : undefined;
+    return g.op('Add', [g.op('MatMul', [s.x, transposed(ctx, w)]), rowSum(ctx, w, scapBiasName(w), s.modeValue, undefined, b)]);
+  }
+  const y = linear(ctx, s.x, prefix);
+  return s.mode ? g.op('Add', [y, g.op('Mul', [s.mode, rowSum(ctx, w, `${w}.rowsum`, 1)])]) : y;
 }
 
 /** The mode correction m · (W_e · 1) of expert `e` of a stacked weight, or nothing without a shift. */
