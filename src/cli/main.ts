@@ -18,14 +18,13 @@ import { encodeCorpus } from '../../runtime/tokenizer.js';
 import { formatInspect, inspect } from '../inspect.js';
 import { ACTIVATIONS, FAMILIES, SCAP_LAYER_TYPES } from '../schema/spec.js';
 import { readFile } from 'node:fs/promises';
-import type { Activation, Family } from '../schema/spec.js';
+import type { Activation, Family, ScapSpec } from '../schema/spec.js';
 import { PACKAGE_ROOT, VERSION } from '../version.js';
 import { loadModel } from '../../runtime/model.js';
 import type { TextGenerateOptions } from '../../runtime/model.js';
 import { cliLogger, colour } from './output.js';
 import { prune } from '../scap/prune.js';
-import type { PruneSiteReport } from '../scap/prune.js';
-import { formatSites, formatSparsity, sparsityBySite, sparsityByType } from '../scap/report.js';
+import { formatSites, formatSparsity, sparsityBySite, sparsityByType, typeSummary } from '../scap/report.js';
 
 class UsageError extends Error {}
 
@@ -100,20 +99,13 @@ async function runGenerate(dir: string, prompt: string, a: Record<string, unknow
 }
 
 /** Per layer type: sites, target, sparsity on the calibration tokens, and on the --ppl text when measured. */
-function byType(sites: PruneSiteReport[], achieved?: Record<string, number>): string {
-  const by = new Map<string, { n: number; target: number; calib: number }>();
-  for (const s of sites) {
-    const e = by.get(s.type) ?? { n: 0, target: 0, calib: 0 };
-    e.n++;
-    e.target += s.target;
-    e.calib += s.calibration;
-    by.set(s.type, e);
-  }
+function byType(scap: ScapSpec): string {
+  const achieved = scap.evaluation?.achieved;
   const lines = [`layer type    sites  target  calibration${achieved ? '  evaluation' : ''}`];
   const pct = (x: number, w: number): string => `${(100 * x).toFixed(1).padStart(w)} %`;
-  for (const [type, e] of by) {
-    const ev = achieved?.[type];
-    lines.push(`${type.padEnd(13)} ${String(e.n).padStart(5)}  ${pct(e.target / e.n, 4)}  ${pct(e.calib / e.n, 9)}${ev !== undefined ? `  ${pct(ev, 8)}` : ''}`);
+  for (const t of typeSummary(scap)) {
+    const ev = achieved?.[t.type];
+    lines.push(`${t.type.padEnd(13)} ${String(t.sites).padStart(5)}  ${pct(t.target, 4)}  ${pct(t.calibration, 9)}${ev !== undefined ? `  ${pct(ev, 8)}` : ''}`);
   }
   return lines.join('\n');
 }
@@ -332,8 +324,7 @@ export function buildCli(argv: string[]) {
           return;
         }
         out(res.outDir);
-        const rows = byType(res.sites, res.evaluation?.achieved);
-        log.info(`\n${rows}`);
+        log.info(`\n${byType(res.spec.scap!)}`);
         if (res.evaluation) {
           const e = res.evaluation;
           log.info(`perplexity on ${e.file} (${e.tokens} tokens): dense ${e.dense.toFixed(3)}, pruned ${e.pruned.toFixed(3)} (${(100 * (e.pruned / e.dense - 1)).toFixed(2)} %)`);

@@ -15,21 +15,45 @@ export interface TypeSparsity {
   values: number;
 }
 
-/** Groups per-site counts by layer type; types with no input seen are left out. */
-export function sparsityByType(scap: ScapSpec, stats: Map<string, { kept: number; total: number }>): TypeSparsity[] {
-  const by = new Map<ScapLayerType, { sites: number; target: number; kept: number; total: number }>();
-  for (const [site, v] of Object.entries(scap.sites)) {
-    const s = stats.get(site);
-    const e = by.get(v.type) ?? { sites: 0, target: 0, kept: 0, total: 0 };
+export interface TypeSummary {
+  type: ScapLayerType;
+  sites: number;
+  /** Mean target of the type's sites. */
+  target: number;
+  /** Mean sparsity the sites reached on the calibration tokens. */
+  calibration: number;
+  /** Sites with a non-zero mode. */
+  centered: number;
+}
+
+/** The calibrated sites of a pruned model, grouped by layer type (in the order types first appear). */
+export function typeSummary(scap: ScapSpec): TypeSummary[] {
+  const by = new Map<ScapLayerType, TypeSummary>();
+  for (const v of Object.values(scap.sites)) {
+    const e = by.get(v.type) ?? { type: v.type, sites: 0, target: 0, calibration: 0, centered: 0 };
     e.sites++;
     e.target += v.target;
-    e.kept += s?.kept ?? 0;
-    e.total += s?.total ?? 0;
+    e.calibration += v.calibration_sparsity;
+    if (v.mode !== 0) e.centered++;
     by.set(v.type, e);
   }
-  return [...by]
-    .filter(([, e]) => e.total > 0)
-    .map(([type, e]) => ({ type, sites: e.sites, target: e.target / e.sites, achieved: 1 - e.kept / e.total, values: e.total }));
+  return [...by.values()].map((e) => ({ ...e, target: e.target / e.sites, calibration: e.calibration / e.sites }));
+}
+
+/** Groups per-site counts by layer type; types with no input seen are left out. */
+export function sparsityByType(scap: ScapSpec, stats: Map<string, { kept: number; total: number }>): TypeSparsity[] {
+  const counts = new Map<ScapLayerType, { kept: number; total: number }>();
+  for (const [site, v] of Object.entries(scap.sites)) {
+    const s = stats.get(site);
+    const e = counts.get(v.type) ?? { kept: 0, total: 0 };
+    e.kept += s?.kept ?? 0;
+    e.total += s?.total ?? 0;
+    counts.set(v.type, e);
+  }
+  return typeSummary(scap)
+    .map((t) => ({ t, c: counts.get(t.type)! }))
+    .filter(({ c }) => c.total > 0)
+    .map(({ t, c }) => ({ type: t.type, sites: t.sites, target: t.target, achieved: 1 - c.kept / c.total, values: c.total }));
 }
 
 /** "type  target  achieved" lines for the terminal. */
