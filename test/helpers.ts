@@ -2,7 +2,8 @@
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterAll } from 'vitest';
+import { afterAll, expect } from 'vitest';
+import { HubmoeError } from '../src/errors.js';
 import { toFloat32, toIntArray } from '../src/io/dtype.js';
 import { SafetensorsFile } from '../src/io/safetensors.js';
 
@@ -76,4 +77,14 @@ export async function tempDir(prefix = 'hubmoe-test-'): Promise<string> {
 /** Rows [r0, r1) × cols of a [rows, cols] matrix or the slice of a [B, T, V] tensor at (b, t). */
 export function slice(data: Float32Array, start: number, count: number): Float32Array {
   return data.subarray(start, start + count);
+}
+
+/** The HubmoeError `p` rejects with (fails the test if it resolves or rejects with anything else). */
+export async function errorOf(p: Promise<unknown>): Promise<HubmoeError> {
+  const err = await p.then(
+    () => undefined,
+    (e: unknown) => e,
+  );
+  expect(err, 'expected a HubmoeError').toBeInstanceOf(HubmoeError);
+  return err as HubmoeError;
 }

@@ -5,11 +5,11 @@
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { HubmoeError } from '../../src/errors.js';
 import { HubApi, nextLink } from '../../src/hub/api.js';
 import { HubHttp, hubError } from '../../src/hub/http.js';
 import { openHubStore } from '../../src/hub/store.js';
 import { captureLogger, hubInput, makeTempDir } from './helpers.js';
+import { errorOf } from '../helpers.js';
 import { startHubServer } from './server.js';
 import type { HubServer } from './server.js';
 
@@ -29,16 +29,6 @@ afterAll(async () => server.close());
 beforeEach(() => server.clearRequests());
 
 const api = (token?: string, endpoint = server.url): HubApi => new HubApi(new HubHttp({ endpoint, token, retryDelayMs: 0, retries: 0 }));
-
-async function hubErrorOf(p: Promise<unknown>): Promise<HubmoeError> {
-  try {
-    await p;
-  } catch (err) {
-    expect(err).toBeInstanceOf(HubmoeError);
-    return err as HubmoeError;
-  }
-  throw new Error('expected a HubmoeError');
-}
 
 describe('revisions and listings', () => {
   it('resolves branches, tags and shas to the commit', async () => {
@@ -88,7 +78,7 @@ describe('redirects', () => {
 
 describe('errors', () => {
   it('401 for a bad token → HUB_AUTH telling how to log in', async () => {
-    const e = await hubErrorOf(api('hf_nonsense').resolveRevision('org/open', 'main'));
+    const e = await errorOf(api('hf_nonsense').resolveRevision('org/open', 'main'));
     expect(e.code).toBe('HUB_AUTH');
     expect(e.message).toMatch(/token invalid or missing/);
     expect(e.message).toMatch(/HF_TOKEN/);
@@ -100,14 +90,14 @@ describe('errors', () => {
     try {
       const store = await openHubStore('org/gated', { ...hubInput(server, dir, { token: 'hf_read_bob' }), log: captureLogger() });
       expect(await store.list()).toContain('config.json');
-      const e = await hubErrorOf(store.readText('config.json'));
+      const e = await errorOf(store.readText('config.json'));
       expect(e.code).toBe('HUB_GATED');
       expect(e.message).toContain(`accept the license at ${server.url}/org/gated`.replace('accept', 'Accept'));
       expect(e.message).toContain('with the account of your token');
       expect(server.requests.at(-1)!.status).toBe(403);
 
       const anon = await openHubStore('org/gated', { ...hubInput(server, dir), log: captureLogger() });
-      const e2 = await hubErrorOf(anon.readText('config.json'));
+      const e2 = await errorOf(anon.readText('config.json'));
       expect(e2.code).toBe('HUB_GATED');
       expect(e2.message).toMatch(/no token/);
       expect(server.requests.at(-1)!.status).toBe(401);
@@ -120,12 +110,12 @@ describe('errors', () => {
   });
 
   it('a missing repo → HUB_NOT_FOUND (the Hub answers 401 without a token, 404 with one)', async () => {
-    const anon = await hubErrorOf(api().resolveRevision('org/missing', 'main'));
+    const anon = await errorOf(api().resolveRevision('org/missing', 'main'));
     expect(server.requests.at(-1)!.status).toBe(401);
     expect(anon.code).toBe('HUB_NOT_FOUND');
     expect(anon.message).toContain('org/missing');
     expect(anon.message).toMatch(/private repo.*HF_TOKEN/);
-    const authed = await hubErrorOf(api('hf_read_bob').resolveRevision('org/missing', 'main'));
+    const authed = await errorOf(api('hf_read_bob').resolveRevision('org/missing', 'main'));
     expect(server.requests.at(-1)!.status).toBe(404);
     expect(authed.code).toBe('HUB_NOT_FOUND');
     expect(authed.message).toContain('org/missing');
@@ -133,24 +123,24 @@ describe('errors', () => {
 
   it('a private repo is visible with its owner\'s token and not found otherwise', async () => {
     expect(await api('hf_write_alice').resolveRevision('alice/secret', 'main')).toMatch(/^[0-9a-f]{40}$/);
-    expect((await hubErrorOf(api('hf_read_bob').resolveRevision('alice/secret', 'main'))).code).toBe('HUB_NOT_FOUND');
+    expect((await errorOf(api('hf_read_bob').resolveRevision('alice/secret', 'main'))).code).toBe('HUB_NOT_FOUND');
   });
 
   it('a missing revision → HUB_NOT_FOUND naming the revision', async () => {
-    const e = await hubErrorOf(api().resolveRevision('org/open', 'no-such-branch'));
+    const e = await errorOf(api().resolveRevision('org/open', 'no-such-branch'));
     expect(e.code).toBe('HUB_NOT_FOUND');
     expect(e.message).toContain('revision "no-such-branch" not found in org/open');
     expect(e.message).toContain('--revision');
   });
 
   it('a missing file (404 EntryNotFound) → HUB_NOT_FOUND naming the file, repo and revision', async () => {
-    const e = await hubErrorOf(api().getRange('org/open', commit, 'nope.json', 0));
+    const e = await errorOf(api().getRange('org/open', commit, 'nope.json', 0));
     expect(e.code).toBe('HUB_NOT_FOUND');
     expect(e.message).toContain(`nope.json not found in org/open at revision ${commit}`);
     const { dir, cleanup } = await makeTempDir();
     try {
       const store = await openHubStore('org/open', { ...hubInput(server, dir), log: captureLogger() });
-      const e2 = await hubErrorOf(store.readText('nope.json'));
+      const e2 = await errorOf(store.readText('nope.json'));
       expect(e2.code).toBe('HUB_NOT_FOUND');
       expect(e2.message).toContain('nope.json not found in org/open at revision main');
     } finally {
@@ -163,7 +153,7 @@ describe('errors', () => {
     await new Promise<void>((r) => closed.listen(0, '127.0.0.1', r));
     const port = (closed.address() as AddressInfo).port;
     await new Promise((r) => closed.close(r));
-    const e = await hubErrorOf(api(undefined, `http://127.0.0.1:${port}`).resolveRevision('org/open', 'main'));
+    const e = await errorOf(api(undefined, `http://127.0.0.1:${port}`).resolveRevision('org/open', 'main'));
     expect(e.code).toBe('HUB_NETWORK');
     expect(e.message).toContain(`http://127.0.0.1:${port}`);
     expect(e.message).toMatch(/ECONNREFUSED/);
@@ -176,7 +166,7 @@ describe('errors', () => {
       server.faults.dropAfter = { match: 'model.safetensors', bytes: 100, times: 5 };
       const store = await openHubStore('org/open', { ...hubInput(server, dir), log: captureLogger(), retries: 1, retryDelayMs: 0, readAheadBytes: 0 });
       const src = await store.open('model.safetensors');
-      const e = await hubErrorOf(src.read(0, 1000));
+      const e = await errorOf(src.read(0, 1000));
       expect(e.code).toBe('HUB_NETWORK');
       expect(e.message).toContain('model.safetensors');
     } finally {
@@ -195,7 +185,7 @@ describe('errors', () => {
       });
     }) as typeof fetch;
     const client = new HubApi(new HubHttp({ endpoint: 'https://hub.test', token: 'hf_x', fetch: fake }));
-    const e = await hubErrorOf(client.getRange('x/y', 'a'.repeat(40), 'config.json', 0));
+    const e = await errorOf(client.getRange('x/y', 'a'.repeat(40), 'config.json', 0));
     expect(e.code).toBe('HUB_GATED');
     expect(e.message).toContain('https://hub.test/x/y');
     expect(seen).toEqual([`https://hub.test/x/y/resolve/${'a'.repeat(40)}/config.json`]);

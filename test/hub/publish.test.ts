@@ -8,10 +8,9 @@ import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it, vi } from 'vitest';
 import { convert } from '../../src/convert.js';
-import { HubmoeError } from '../../src/errors.js';
 import { prune } from '../../src/scap/prune.js';
 import { loadSpec } from '../../src/schema/load.js';
-import { FIXTURES } from '../helpers.js';
+import { FIXTURES, errorOf } from '../helpers.js';
 import { CARD_MARKER } from '../../src/hub/card.js';
 import { publish } from '../../src/hub/publish.js';
 import type { PublishOptions } from '../../src/hub/publish.js';
@@ -67,16 +66,6 @@ const opts = (extra: PublishOptions = {}): PublishOptions => ({
   ...extra,
 });
 
-async function hubErrorOf(p: Promise<unknown>): Promise<HubmoeError> {
-  try {
-    await p;
-  } catch (err) {
-    expect(err).toBeInstanceOf(HubmoeError);
-    return err as HubmoeError;
-  }
-  throw new Error('expected a HubmoeError');
-}
-
 const MODEL_FILES = [
   'README.md',
   'config.json',
@@ -93,24 +82,24 @@ describe('the model dir', () => {
     const dir = join(work, 'not-a-model');
     await mkdir(dir, { recursive: true });
     await writeFile(join(dir, 'config.json'), '{}');
-    const e = await hubErrorOf(publish(dir, newRepo(), opts()));
+    const e = await errorOf(publish(dir, newRepo(), opts()));
     expect(e.code).toBe('BAD_ARGUMENT');
     expect(e.message).toContain('missing hubmoe.json, onnx/*.onnx');
-    expect((await hubErrorOf(publish(join(work, 'nope'), newRepo(), opts()))).code).toBe('BAD_ARGUMENT');
+    expect((await errorOf(publish(join(work, 'nope'), newRepo(), opts()))).code).toBe('BAD_ARGUMENT');
     expect(server.requests).toEqual([]);
   });
 
   it('refuses an invalid hubmoe.json with BAD_SPEC', async () => {
     const dir = await makeModelDir();
     await writeFile(join(dir, 'hubmoe.json'), JSON.stringify({ ...tinySpec(), hidden: -1 }));
-    const e = await hubErrorOf(publish(dir, newRepo(), opts()));
+    const e = await errorOf(publish(dir, newRepo(), opts()));
     expect(e.code).toBe('BAD_SPEC');
     expect(e.message).toContain('$.hidden');
   });
 
   it('needs org/name', async () => {
     const dir = await makeModelDir();
-    expect((await hubErrorOf(publish(dir, 'just-a-name', opts()))).code).toBe('BAD_ARGUMENT');
+    expect((await errorOf(publish(dir, 'just-a-name', opts()))).code).toBe('BAD_ARGUMENT');
   });
 });
 
@@ -270,13 +259,13 @@ describe('publish', () => {
 
   it('without a write token: HUB_AUTH saying a write token is needed', async () => {
     const dir = await makeModelDir();
-    const read = await hubErrorOf(publish(dir, 'bob/model', opts({ token: 'hf_read_bob' })));
+    const read = await errorOf(publish(dir, 'bob/model', opts({ token: 'hf_read_bob' })));
     expect(read.code).toBe('HUB_AUTH');
     expect(read.message).toMatch(/write access/);
-    const none = await hubErrorOf(publish(dir, 'bob/model', { ...opts(), token: undefined }));
+    const none = await errorOf(publish(dir, 'bob/model', { ...opts(), token: undefined }));
     expect(none.code).toBe('HUB_AUTH');
     expect(none.message).toMatch(/no token was given.*write access/);
-    const other = await hubErrorOf(publish(dir, 'alice/x', opts({ token: 'hf_write_carol' })));
+    const other = await errorOf(publish(dir, 'alice/x', opts({ token: 'hf_write_carol' })));
     expect(other.code).toBe('HUB_AUTH');
   });
 

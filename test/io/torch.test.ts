@@ -22,6 +22,7 @@ import { LocalFile } from '../../src/io/safetensors.js';
 import type { ByteSource, TensorEntry } from '../../src/io/safetensors.js';
 import { readTorchCheckpoint, torchGlobals } from '../../src/io/torch.js';
 import { ZipArchive } from '../../src/io/zip.js';
+import { errorOf } from '../helpers.js';
 
 const DIR = fileURLToPath(new URL('../../fixtures/torch/', import.meta.url));
 const REAL = join(DIR, 'real');
@@ -57,12 +58,7 @@ async function values(src: ByteSource, e: TensorEntry): Promise<number[]> {
 }
 
 async function expectError(p: Promise<unknown>, code: HubmoeErrorCode, ...fragments: string[]): Promise<HubmoeError> {
-  const err = await p.then(
-    () => undefined,
-    (e: unknown) => e,
-  );
-  expect(err, `expected a HubmoeError ${code}`).toBeInstanceOf(HubmoeError);
-  const h = err as HubmoeError;
+  const h = await errorOf(p);
   expect(h.code, h.message).toBe(code);
   for (const f of fragments) expect(h.message).toContain(f);
   return h;
