@@ -28,13 +28,19 @@ struct MoeArgs {
   const void* fc1_bias = nullptr;   // [X, F1], optional
   const void* fc2 = nullptr;        // [X, H, I]
   const void* fc2_bias = nullptr;   // [X, H], optional
+  // SCAP activation masks, optional: per expert e, (mode m[e], threshold t[e]) as [X, 2] float32. An element v of
+  // fc1's input x (fc1_scap) or of fc2's input h (fc2_scap) becomes round_T(v − m) when |v − m| > t, else 0.
+  const float* fc1_scap = nullptr;  // [X, 2], optional
+  const float* fc2_scap = nullptr;  // [X, 2], optional
   void* y = nullptr;                // [S, H]
 };
 
 struct ShapeRef;
-// Validates shapes and attributes, fills S, H, X, I, F1. Shapes: (dims, rank), rank < 0 = absent.
+// Validates shapes and attributes, fills S, H, X, I, F1. Shapes: (dims, rank), rank < 0 = absent (b1, b2 and the
+// SCAP masks s1, s2).
 void moe_check(const int64_t* x, int xr, const int64_t* logits, int lr, const int64_t* fc1, int f1r, const int64_t* b1,
-               int b1r, const int64_t* fc2, int f2r, const int64_t* b2, int b2r, MoeArgs& args);
+               int b1r, const int64_t* fc2, int f2r, const int64_t* b2, int b2r, MoeArgs& args,
+               const int64_t* s1 = nullptr, int s1r = -1, const int64_t* s2 = nullptr, int s2r = -1);
 
 void moe_cpu(const MoeArgs& args, const Parallel& par);
 

@@ -80,6 +80,17 @@ void linear(const float* in, int64_t M, int64_t K, const T* W, const T* bias, in
   });
 }
 
+// SCAP mask of one row in place: v = row[i] − mode; row[i] = |v| > thr ? round_T(v) : 0 (fp32 comparisons; a NaN
+// v is pruned). With T = float16 the kept values are rounded to fp16, as the CUDA kernels store them.
+template <typename T>
+inline void scap_row(float* row, int64_t n, const float* scap) {
+  const float mode = scap[0], thr = scap[1];
+  for (int64_t i = 0; i < n; ++i) {
+    const float v = row[i] - mode;
+    row[i] = std::fabs(v) > thr ? to_float(from_float<T>(v)) : 0.f;
+  }
+}
+
 template <typename T>
 void moe_impl(const MoeArgs& a, const Parallel& par) {
   const int64_t S = a.S, H = a.H, X = a.X, I = a.I, F1 = a.F1;
@@ -120,7 +131,10 @@ void moe_impl(const MoeArgs& a, const Parallel& par) {
     if (M == 0) continue;
     const int64_t* ent = entry.data() + offset[e];
     xe.resize(static_cast<size_t>(M * H));
-    for (int64_t m = 0; m < M; ++m) load_row(x + (ent[m] / k) * H, H, xe.data() + m * H);
+    for (int64_t m = 0; m < M; ++m) {
+      load_row(x + (ent[m] / k) * H, H, xe.data() + m * H);
+      if (a.fc1_scap) scap_row<T>(xe.data() + m * H, H, a.fc1_scap + 2 * e);
+    }
     h1.resize(static_cast<size_t>(M * F1));
     linear<T>(xe.data(), M, H, fc1 + e * F1 * H, b1 ? b1 + e * F1 : nullptr, F1, h1.data(), par);
     hh.resize(static_cast<size_t>(M * I));
@@ -131,6 +145,10 @@ void moe_impl(const MoeArgs& a, const Parallel& par) {
         for (int64_t j = 0; j < I; ++j) o[j] = activate(a.act, g[j]) * g[I + j];
       } else {
         for (int64_t j = 0; j < I; ++j) o[j] = activate(a.act, g[j]);
+      }
+      if (a.fc2_scap) {  // h is rounded to T first (the CUDA kernels store it in T), then masked
+        for (int64_t j = 0; j < I; ++j) o[j] = to_float(from_float<T>(o[j]));
+        scap_row<T>(o, I, a.fc2_scap + 2 * e);
       }
     }
     oe.resize(static_cast<size_t>(M * H));
@@ -178,7 +196,8 @@ void route_token(const float* logits, int64_t X, int k, Routing routing, bool re
 }
 
 void moe_check(const int64_t* x, int xr, const int64_t* lg, int lr, const int64_t* f1, int f1r, const int64_t* b1,
-               int b1r, const int64_t* f2, int f2r, const int64_t* b2, int b2r, MoeArgs& a) {
+               int b1r, const int64_t* f2, int f2r, const int64_t* b2, int b2r, MoeArgs& a, const int64_t* s1,
+               int s1r, const int64_t* s2, int s2r) {
   // x is [..., H]: every leading dim is a token dim (S = their product); router_logits is [..., X] alike.
   if (xr < 1) throw OpError("MoE: input 'x' must be [..., H], got a scalar");
   if (f1r != 3) throw OpError("MoE: input 'fc1' must be [X, F1, H], got " + dims_str(f1, f1r));
@@ -193,6 +212,13 @@ void moe_check(const int64_t* x, int xr, const int64_t* lg, int lr, const int64_
   expect(f2, f2r, "fc2", {X, H, I});
   if (b1r >= 0) expect(b1, b1r, "fc1_bias", {X, F1});
   if (b2r >= 0) expect(b2, b2r, "fc2_bias", {X, H});
+  auto expect_scap = [&](const int64_t* d, int r, const char* name) {
+    if (r >= 0 && !(r == 2 && d[0] == X && d[1] == 2))
+      throw OpError(std::string("MoE: input '") + name + "' must be [X, 2] = [" + std::to_string(X) + ", 2], got " +
+                    dims_str(d, r));
+  };
+  expect_scap(s1, s1r, "fc1_scap");
+  expect_scap(s2, s2r, "fc2_scap");
   if (X < 1) throw OpError("MoE: there must be at least one expert");
   if (a.k < 1 || a.k > X)
     throw OpError("MoE: attribute 'k' = " + std::to_string(a.k) + " must be in [1, " + std::to_string(X) + "]");

@@ -7,6 +7,9 @@
 //     `gemm` (rows gathered, then cuBLAS GEMMs per expert with fp32 accumulation, an activation kernel between);
 //  3. a combine kernel: y[t] = Σ_j w[t,j]·(fc2 output of entry (t,j) + fc2_bias[e_j]), in slot order.
 // Intermediates: the expert hidden activation h is stored in T (it is the fc2 GEMM's input); fc2 outputs are fp32.
+// SCAP masks (optional fc1_scap / fc2_scap, per expert (mode, threshold)): fc1's input is masked while the routed
+// rows are gathered into expert-grouped order (both paths then read the gathered rows); fc2's input is masked where
+// h is stored (the skinny fc1 epilogue, or act_kernel), after rounding h to T.
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
@@ -43,6 +46,13 @@ __device__ __forceinline__ float from_f<float>(float v) {
 template <>
 __device__ __forceinline__ __half from_f<__half>(float v) {
   return __float2half_rn(v);
+}
+
+// SCAP: v = round_T(h) − mode; |v| > thr ? v : 0 (the caller stores round_T of the result). A NaN v is pruned.
+template <typename T>
+__device__ __forceinline__ float scap_dev(float h, const float* scap, int e) {
+  const float v = __fsub_rn(to_f(from_f<T>(h)), scap[2 * e]);
+  return fabsf(v) > scap[2 * e + 1] ? v : 0.f;
 }
 
 __device__ __forceinline__ float activate_dev(int act, float v) {
@@ -223,9 +233,10 @@ __global__ void route_finalize_kernel(RouteParams p) {
 struct SkinnyParams {
   const void* W;          // [X, wrows, K]
   const void* bias;       // fc1: [X, wrows] or null; fc2: unused (added in combine)
-  const void* A;          // fc1: x [S, K]; fc2: h [S*k, K]
-  const int* row_token;   // fc1: A row of grouped row pos; fc2: null (A row = pos)
+  const void* A;          // fc1: x [S, K], or the gathered masked rows [S*k, K] with fc1_scap; fc2: h [S*k, K]
+  const int* row_token;   // fc1: A row of grouped row pos, or null (A row = pos) with fc1_scap; fc2: null
   void* out;              // fc1: h [S*k, R] (T); fc2: [S*k, R] (float)
+  const float* scap;      // fc1: fc2_scap [X, 2] applied to h as it is stored, or null; fc2: unused
   const int *counts, *offsets, *active, *num_active;
   int K, R, wrows, I, act;
 };
@@ -310,6 +321,7 @@ __device__ __forceinline__ void skinny_tile(const SkinnyParams& p, int e, int of
           const float g = acc[m][pp] + (bias ? to_f(bias[bb + r]) : 0.f);
           float hv = activate_dev(p.act, g);
           if constexpr (MODE == 0) hv *= acc[m][P + pp] + (bias ? to_f(bias[bb + p.I + r]) : 0.f);
+          if (p.scap) hv = scap_dev<T>(hv, p.scap, e);
           static_cast<T*>(p.out)[o] = from_f<T>(hv);
         }
       }
@@ -372,18 +384,37 @@ __global__ void gather_rows_kernel(const uint8_t* x, const int* row_token, uint8
   }
 }
 
-// h[pos, j] = act(g[pos, j] + b[e, j]) · (g[pos, I + j] + b[e, I + j])  (or act(g + b) without GLU)
+// Xp[pos] = SCAP mask of x[row_token[pos]] with expert row_expert[pos]'s (mode, threshold): v = x − mode,
+// |v| > threshold ? round_T(v) : 0.
+template <typename T>
+__global__ void gather_rows_scap_kernel(const T* x, const int* row_token, const int* row_expert, const float* scap,
+                                        T* xp, int H) {
+  const int pos = blockIdx.x;
+  const T* src = x + static_cast<size_t>(row_token[pos]) * H;
+  T* dst = xp + static_cast<size_t>(pos) * H;
+  const int e = row_expert[pos];
+  const float mode = scap[2 * e], thr = scap[2 * e + 1];
+  for (int i = threadIdx.x; i < H; i += blockDim.x) {
+    const float v = __fsub_rn(to_f(__ldg(src + i)), mode);
+    dst[i] = from_f<T>(fabsf(v) > thr ? v : 0.f);
+  }
+}
+
+// h[pos, j] = act(g[pos, j] + b[e, j]) · (g[pos, I + j] + b[e, I + j])  (or act(g + b) without GLU), then the
+// fc2_scap mask of expert e when scap is given.
 template <typename T>
 __global__ void act_kernel(const T* g, const T* bias, const int* row_expert, T* h, int rows, int I, int F1, int glu,
-                           int act) {
+                           int act, const float* scap) {
   const size_t total = static_cast<size_t>(rows) * I;
   for (size_t i = blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x; i < total;
        i += static_cast<size_t>(gridDim.x) * blockDim.x) {
     const size_t pos = i / I;
     const int j = static_cast<int>(i % I);
-    const size_t bb = static_cast<size_t>(row_expert[pos]) * F1;
+    const int e = row_expert[pos];
+    const size_t bb = static_cast<size_t>(e) * F1;
     float v = activate_dev(act, to_f(g[pos * F1 + j]) + (bias ? to_f(bias[bb + j]) : 0.f));
     if (glu) v *= to_f(g[pos * F1 + I + j]) + (bias ? to_f(bias[bb + I + j]) : 0.f);
+    if (scap) v = scap_dev<T>(v, scap, e);
     h[i] = from_f<T>(v);
   }
 }
@@ -434,10 +465,8 @@ Layout layout(const MoeArgs& a, MoePath path) {
   l.num_active = take(4);
   l.h = take(E * a.I * ts);
   l.o = take(E * a.H * 4);
-  if (path == MoePath::gemm) {
-    l.xp = take(E * a.H * ts);
-    l.g = take(E * a.F1 * ts);
-  }
+  if (path == MoePath::gemm || a.fc1_scap) l.xp = take(E * a.H * ts);  // gathered (masked) rows
+  if (path == MoePath::gemm) l.g = take(E * a.F1 * ts);
   l.total = at;
   return l;
 }
@@ -541,15 +570,27 @@ void MoeRunner::run(const MoeArgs& a, void* ws, size_t ws_bytes, void* stream_pt
   const size_t ts = dtype_size(a.dtype);
   void* h = at(l.h);
   float* o = reinterpret_cast<float*>(at(l.o));
+  // fc1_scap: the routed rows, masked with their expert's (mode, threshold), in expert-grouped order (both paths).
+  if (a.fc1_scap) {
+    if (f16)
+      gather_rows_scap_kernel<__half><<<entries, 128, 0, s>>>(static_cast<const __half*>(a.x), rp.row_token,
+                                                              rp.row_expert, a.fc1_scap,
+                                                              reinterpret_cast<__half*>(at(l.xp)), H);
+    else
+      gather_rows_scap_kernel<float><<<entries, 128, 0, s>>>(static_cast<const float*>(a.x), rp.row_token,
+                                                             rp.row_expert, a.fc1_scap,
+                                                             reinterpret_cast<float*>(at(l.xp)), H);
+  }
   if (path == MoePath::skinny) {
     const int max_active = std::min<int>(X, entries);
     const int V = static_cast<int>(16 / ts);
     SkinnyParams p1{};
     p1.W = a.fc1;
     p1.bias = a.fc1_bias;
-    p1.A = a.x;
-    p1.row_token = rp.row_token;
+    p1.A = a.fc1_scap ? static_cast<const void*>(at(l.xp)) : a.x;
+    p1.row_token = a.fc1_scap ? nullptr : rp.row_token;
     p1.out = h;
+    p1.scap = a.fc2_scap;
     p1.counts = rp.counts;
     p1.offsets = rp.offsets;
     p1.active = rp.active;
@@ -559,7 +600,7 @@ void MoeRunner::run(const MoeArgs& a, void* ws, size_t ws_bytes, void* stream_pt
     p1.wrows = F1;
     p1.I = I;
     p1.act = static_cast<int>(a.act);
-    const bool vec1 = H % V == 0 && aligned16(a.fc1) && aligned16(a.x);
+    const bool vec1 = H % V == 0 && aligned16(a.fc1) && aligned16(p1.A);
     const dim3 g1((I + kWarps * kSkinnyRows - 1) / (kWarps * kSkinnyRows), max_active);
     if (a.glu) {
       if (f16)
@@ -578,6 +619,7 @@ void MoeRunner::run(const MoeArgs& a, void* ws, size_t ws_bytes, void* stream_pt
     p2.A = h;
     p2.row_token = nullptr;
     p2.out = o;
+    p2.scap = nullptr;
     p2.K = I;
     p2.R = H;
     p2.wrows = H;
@@ -594,8 +636,9 @@ void MoeRunner::run(const MoeArgs& a, void* ws, size_t ws_bytes, void* stream_pt
     uint8_t* xp = at(l.xp);
     void* g = at(l.g);
     const size_t row_bytes = static_cast<size_t>(H) * ts;
-    gather_rows_kernel<<<entries, 128, 0, s>>>(static_cast<const uint8_t*>(a.x), rp.row_token, xp, row_bytes,
-                                               row_bytes % 16 == 0 && aligned16(a.x));
+    if (!a.fc1_scap)  // else gathered with the mask above
+      gather_rows_kernel<<<entries, 128, 0, s>>>(static_cast<const uint8_t*>(a.x), rp.row_token, xp, row_bytes,
+                                                 row_bytes % 16 == 0 && aligned16(a.x));
     std::lock_guard<std::mutex> lock(impl_->mu);
     // The per-expert GEMM sizes must be known on the host: one small device→host copy and a stream sync.
     if (impl_->pinned_count < static_cast<size_t>(X)) {
@@ -645,11 +688,11 @@ void MoeRunner::run(const MoeArgs& a, void* ws, size_t ws_bytes, void* stream_pt
       if (f16)
         act_kernel<__half><<<blocks, 256, 0, s>>>(static_cast<const __half*>(g), static_cast<const __half*>(a.fc1_bias),
                                                   rp.row_expert, static_cast<__half*>(h), entries, I, F1, a.glu,
-                                                  static_cast<int>(a.act));
+                                                  static_cast<int>(a.act), a.fc2_scap);
       else
         act_kernel<float><<<blocks, 256, 0, s>>>(static_cast<const float*>(g), static_cast<const float*>(a.fc1_bias),
                                                  rp.row_expert, static_cast<float*>(h), entries, I, F1, a.glu,
-                                                 static_cast<int>(a.act));
+                                                 static_cast<int>(a.act), a.fc2_scap);
     }
     off = 0;
     for (int e = 0; e < X; ++e) {

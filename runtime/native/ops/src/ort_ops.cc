@@ -5,6 +5,7 @@
 #include <onnxruntime_cxx_api.h>
 #undef ORT_API_MANUAL_INIT
 
+#include <cmath>
 #include <cstdlib>
 #include <memory>
 #include <mutex>
@@ -13,6 +14,7 @@
 
 #include "moe.h"
 #include "selective_scan.h"
+#include "sparse_linear.h"
 #ifdef HUBMOE_WITH_CUDA
 #include "cuda_ops.h"
 #endif
@@ -129,6 +131,17 @@ std::string attr_str(const OrtKernelInfo* info, const char* name, const char* de
   check(api().KernelInfoGetAttribute_string(info, name, &s[0], &size));
   s.resize(size > 0 ? size - 1 : 0);
   return s;
+}
+
+float attr_float(const OrtKernelInfo* info, const char* name, float def, bool required = false, const char* op = "") {
+  float v = 0.f;
+  OrtStatus* st = api().KernelInfoGetAttribute_float(info, name, &v);
+  if (st) {
+    api().ReleaseStatus(st);
+    if (required) throw OpError(std::string(op) + ": attribute '" + name + "' (float) is required");
+    return def;
+  }
+  return v;
 }
 
 struct OrtParallel : Parallel {
@@ -310,10 +323,11 @@ struct MoeKernel {
     return guarded("MoE", [&] {
       const char* op = "MoE";
       TensorIn x = input(ctx, 0), lg = input(ctx, 1), f1 = input(ctx, 2), b1 = input(ctx, 3), f2 = input(ctx, 4),
-               b2 = input(ctx, 5);
+               b2 = input(ctx, 5), s1 = input(ctx, 6), s2 = input(ctx, 7);
       MoeArgs a = attrs;
       moe_check(x.dims.data(), x.rank(), lg.dims.data(), lg.rank(), f1.dims.data(), f1.rank(), b1.dims.data(),
-                b1.rank(), f2.dims.data(), f2.rank(), b2.dims.data(), b2.rank(), a);
+                b1.rank(), f2.dims.data(), f2.rank(), b2.dims.data(), b2.rank(), a, s1.dims.data(), s1.rank(),
+                s2.dims.data(), s2.rank());
       a.dtype = dtype_of(x.type, op);
       if (lg.type != kF32 && lg.type != x.type)
         throw OpError(std::string("MoE: input 'router_logits' is ") + type_name(lg.type) + ", expected float32 or " +
@@ -323,12 +337,16 @@ struct MoeKernel {
       expect_type(b1, op, "fc1_bias", x.type);
       expect_type(f2, op, "fc2", x.type);
       expect_type(b2, op, "fc2_bias", x.type);
+      expect_type(s1, op, "fc1_scap", kF32);
+      expect_type(s2, op, "fc2_scap", kF32);
       a.x = x.data;
       a.logits = lg.data;
       a.fc1 = f1.data;
       a.fc1_bias = b1.data;
       a.fc2 = f2.data;
       a.fc2_bias = b2.data;
+      a.fc1_scap = static_cast<const float*>(s1.data);
+      a.fc2_scap = static_cast<const float*>(s2.data);
       a.y = output(ctx, 0, x.dims);  // y has the shape of x: [..., H]
       if (a.S == 0) return;
       if (ep == Ep::cpu) {
@@ -376,13 +394,116 @@ struct MoeOp : Ort::CustomOpBase<MoeOp, MoeKernel, true> {
   }
   const char* GetName() const { return "MoE"; }
   const char* GetExecutionProviderType() const { return ep_name(ep_); }
-  size_t GetInputTypeCount() const { return 6; }
-  // router_logits may be float32 or T: left open here and checked by the kernel.
+  size_t GetInputTypeCount() const { return 8; }
+  // router_logits may be float32 or T: left open here and checked by the kernel. fc1_scap, fc2_scap: float32.
   ONNXTensorElementDataType GetInputType(size_t i) const {
-    return i == 1 ? ONNX_TENSOR_ELEMENT_DATA_TYPE_UNDEFINED : t_;
+    return i == 1 ? ONNX_TENSOR_ELEMENT_DATA_TYPE_UNDEFINED : i >= 6 ? kF32 : t_;
   }
   OrtCustomOpInputOutputCharacteristic GetInputCharacteristic(size_t i) const {
-    return (i == 3 || i == 5) ? INPUT_OUTPUT_OPTIONAL : INPUT_OUTPUT_REQUIRED;
+    return (i == 3 || i == 5 || i >= 6) ? INPUT_OUTPUT_OPTIONAL : INPUT_OUTPUT_REQUIRED;
+  }
+  size_t GetOutputTypeCount() const { return 1; }
+  ONNXTensorElementDataType GetOutputType(size_t) const { return t_; }
+};
+
+// ─── SparseLinear ─────────────────────────────────────────────────────────────────────────────────────────────
+
+struct SparseKernel {
+  Ep ep;
+  float mode, threshold;
+#ifdef HUBMOE_WITH_CUDA
+  std::unique_ptr<cuda::SparseLinearRunner> runner;
+  cuda::SparsePath path = cuda::SparsePath::automatic;
+#endif
+
+  SparseKernel(const OrtKernelInfo* info, Ep e)
+      : ep(e),
+        mode(attr_float(info, "mode", 0.f)),
+        threshold(attr_float(info, "threshold", 0.f, true, "SparseLinear")) {
+    if (std::isnan(mode) || std::isnan(threshold))
+      throw OpError("SparseLinear: attributes 'mode' and 'threshold' must not be NaN");
+#ifdef HUBMOE_WITH_CUDA
+    if (ep == Ep::cuda) {
+      runner.reset(new cuda::SparseLinearRunner());
+      if (const char* p = std::getenv("HUBMOE_SPARSE_PATH")) {  // for experiments: sparse | dense
+        const std::string s = p;
+        path = s == "sparse" ? cuda::SparsePath::sparse : s == "dense" ? cuda::SparsePath::dense : cuda::SparsePath::automatic;
+      }
+    }
+#endif
+  }
+
+  OrtStatusPtr ComputeV2(OrtKernelContext* ctx) noexcept {
+    return guarded("SparseLinear", [&] {
+      const char* op = "SparseLinear";
+      TensorIn x = input(ctx, 0), w = input(ctx, 1), b = input(ctx, 2);
+      SparseLinearArgs a;
+      a.mode = mode;
+      a.threshold = threshold;
+      sparse_linear_check(x.dims.data(), x.rank(), w.dims.data(), w.rank(), b.dims.data(), b.rank(), a);
+      a.dtype = dtype_of(x.type, op);
+      expect_type(w, op, "W", x.type);
+      expect_type(b, op, "bias", x.type);
+      a.x = x.data;
+      a.W = w.data;
+      a.bias = b.data;
+      std::vector<int64_t> ydims = x.dims;
+      ydims.back() = a.N;
+      a.y = output(ctx, 0, ydims);
+      if (a.S == 0 || a.N == 0) return;
+      if (ep == Ep::cpu) {
+        sparse_linear_cpu(a, OrtParallel(ctx));
+      } else {
+#ifdef HUBMOE_WITH_CUDA
+        void* stream = nullptr;
+        check(api().KernelContext_GetGPUComputeStream(ctx, &stream));
+        const cuda::SparsePath p = runner->resolve(a, path);
+        const size_t bytes = runner->workspace_bytes(a, p);
+        const OrtMemoryInfo* mem = nullptr;
+        check(api().GetTensorMemoryInfo(x.value, &mem));
+        OrtAllocator* alloc = nullptr;
+        check(api().KernelContext_GetAllocator(ctx, mem, &alloc));
+        struct Scratch {
+          OrtAllocator* alloc;
+          void* p;
+          ~Scratch() {
+            if (p) alloc->Free(alloc, p);  // safe: see MoE above
+            api().ReleaseAllocator(alloc);
+          }
+        } scratch{alloc, bytes ? alloc->Alloc(alloc, bytes) : nullptr};
+        if (bytes && !scratch.p)
+          throw OpError("SparseLinear: could not allocate " + std::to_string(bytes) + " bytes of scratch");
+        runner->run(a, scratch.p, bytes, stream, p);
+#endif
+      }
+    });
+  }
+};
+
+OrtStatusPtr infer_sparse(const OrtCustomOp*, OrtShapeInferContext* ctx) noexcept {
+  TypeShape x, w;
+  if (OrtStatus* st = get_type_shape(ctx, 0, x)) return st;
+  if (OrtStatus* st = get_type_shape(ctx, 1, w)) return st;
+  if (!x.dims.empty() && w.dims.size() == 2) {
+    x.dims.back() = w.dims[1];
+    x.syms.back() = w.syms[1];
+  }
+  return set_type_shape(ctx, 0, x);
+}
+
+struct SparseOp : Ort::CustomOpBase<SparseOp, SparseKernel, true> {
+  Ep ep_;
+  ONNXTensorElementDataType t_;
+  SparseOp(Ep ep, ONNXTensorElementDataType t) : ep_(ep), t_(t) { OrtCustomOp::InferOutputShapeFn = infer_sparse; }
+  OrtStatusPtr CreateKernelV2(const OrtApi&, const OrtKernelInfo* info, void** kernel) const {
+    return guarded("SparseLinear", [&] { *kernel = new SparseKernel(info, ep_); });
+  }
+  const char* GetName() const { return "SparseLinear"; }
+  const char* GetExecutionProviderType() const { return ep_name(ep_); }
+  size_t GetInputTypeCount() const { return 3; }
+  ONNXTensorElementDataType GetInputType(size_t) const { return t_; }
+  OrtCustomOpInputOutputCharacteristic GetInputCharacteristic(size_t i) const {
+    return i == 2 ? INPUT_OUTPUT_OPTIONAL : INPUT_OUTPUT_REQUIRED;
   }
   size_t GetOutputTypeCount() const { return 1; }
   ONNXTensorElementDataType GetOutputType(size_t) const { return t_; }
@@ -401,6 +522,7 @@ struct OpSet {
       for (ONNXTensorElementDataType t : {kF32, kF16}) {
         ops.emplace_back(new ScanOp(ep, t));
         ops.emplace_back(new MoeOp(ep, t));
+        ops.emplace_back(new SparseOp(ep, t));
       }
   }
 };

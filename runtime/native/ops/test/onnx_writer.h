@@ -75,6 +75,7 @@ struct Attr {
   std::string s;
 };
 inline Attr attr_i(const std::string& n, int64_t v) { return Attr{n, 2, 0, v, ""}; }
+inline Attr attr_f(const std::string& n, float v) { return Attr{n, 1, v, 0, ""}; }
 inline Attr attr_s(const std::string& n, const std::string& v) { return Attr{n, 3, 0, 0, v}; }
 
 inline Msg node(const std::string& op, const std::string& domain, const std::vector<std::string>& in,

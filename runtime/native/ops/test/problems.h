@@ -1,6 +1,9 @@
 // Random problems for the kernel tests: host buffers in the kernel's dtype plus the reference's view of them.
 #pragma once
 
+#include <algorithm>
+#include <cstdlib>
+
 #include "../src/moe.h"
 #include "../src/selective_scan.h"
 #include "reference.h"
@@ -86,6 +89,7 @@ struct MoeProblem {
   DType dtype, logits_dtype;
   Buf x, logits, fc1, fc1_bias, fc2, fc2_bias;
   bool has_bias = false;
+  std::vector<float> fc1_scap, fc2_scap;  // [X, 2] SCAP (mode, threshold); empty = absent (see add_scap)
 
   hubmoe::MoeArgs args() const {
     hubmoe::MoeArgs a;
@@ -107,6 +111,8 @@ struct MoeProblem {
     a.fc1_bias = has_bias ? fc1_bias.data() : nullptr;
     a.fc2 = fc2.data();
     a.fc2_bias = has_bias ? fc2_bias.data() : nullptr;
+    a.fc1_scap = fc1_scap.empty() ? nullptr : fc1_scap.data();
+    a.fc2_scap = fc2_scap.empty() ? nullptr : fc2_scap.data();
     return a;
   }
 };
@@ -128,6 +134,7 @@ inline MoeProblem make_moe(int64_t S, int64_t H, int64_t X, int64_t I, int k, co
   p.r.renormalize = renormalize;
   p.r.activation = act;
   p.r.glu = glu;
+  p.r.f16 = t == DType::f16;
   const int64_t F1 = glu ? 2 * I : I;
   p.x = make_buf(g.vec(static_cast<size_t>(S * H), -1, 1), t);
   std::vector<double> lg = g.vec(static_cast<size_t>(S * X), -3, 3);
@@ -154,6 +161,99 @@ inline MoeProblem make_moe(int64_t S, int64_t H, int64_t X, int64_t I, int k, co
     p.r.fc2_bias = p.fc2_bias.vals;
   }
   return p;
+}
+
+// A SCAP threshold for the |v| values of one expert: near their median (about half pruned), and more than
+// margin(t) away from every value, so that the tiny differences between the kernels' fp32 arithmetic and the
+// reference's cannot move an element across it. It is the midpoint of the widest gap between sorted neighbours
+// in the middle 40 % (then 80 %, then all) of the values.
+template <typename Margin>
+inline float scap_threshold(std::vector<double> v, Margin margin, const char* what) {
+  std::sort(v.begin(), v.end());
+  const size_t n = v.size();
+  if (n < 2) return n ? static_cast<float>(v[0] / 2) : 0.f;
+  for (double frac : {0.2, 0.4, 0.5}) {
+    const size_t lo = static_cast<size_t>(n * (0.5 - frac)), hi = std::min(n - 1, static_cast<size_t>(n * (0.5 + frac)));
+    size_t best = lo;
+    for (size_t i = lo; i < hi; ++i)
+      if (v[i + 1] - v[i] > v[best + 1] - v[best]) best = i;
+    const float t = static_cast<float>((v[best] + v[best + 1]) / 2);
+    const double m = margin(t);
+    if (t - v[best] > m && v[best + 1] - t > m) return t;
+  }
+  std::fprintf(stderr, "scap_threshold: no gap wide enough for %s\n", what);
+  std::abort();
+}
+
+// Adds SCAP masks to a MoE problem: fc1_scap and/or fc2_scap with modes uniform in [-0.3, 0.3] and thresholds that
+// prune about half the elements of the tokens routed to each expert (scap_threshold). One routed expert (the last
+// slot of the last token; with S = 1 and k = 1 an unused one instead, so that the routed one is pruned) gets
+// (0, -1): unpruned. hidden_margin widens the fc2 margin, for comparisons with kernels whose h differs more (the
+// CUDA gemm path stores fc1's output in T before the bias and activation).
+inline void add_scap(MoeProblem& p, bool fc1, bool fc2, uint64_t seed, double hidden_margin = 0.0) {
+  Rng g(seed);
+  const int64_t S = p.r.S, H = p.r.H, X = p.r.X;
+  const int k = p.r.k;
+  std::vector<int> idx(static_cast<size_t>(S * k));
+  {
+    std::vector<float> w(static_cast<size_t>(k)), lg(static_cast<size_t>(X));
+    for (int64_t s = 0; s < S; ++s) {
+      for (int64_t e = 0; e < X; ++e) lg[e] = static_cast<float>(p.r.logits[s * X + e]);
+      hubmoe::route_token(lg.data(), X, k, hubmoe::parse_routing(p.r.routing), p.r.renormalize, &idx[s * k], w.data());
+    }
+  }
+  int64_t unpruned = idx[S * k - 1];
+  if (S == 1 && k == 1) unpruned = (unpruned + 1) % X;
+  auto routed = [&](int64_t s, int64_t e) {
+    for (int j = 0; j < k; ++j)
+      if (idx[s * k + j] == e) return true;
+    return false;
+  };
+  const bool f16 = p.dtype == DType::f16;
+  auto make = [&](bool hidden) {
+    std::vector<double> sc(static_cast<size_t>(2 * X));
+    for (int64_t e = 0; e < X; ++e) {
+      const float mode = static_cast<float>(g.uniform(-0.3, 0.3));
+      sc[2 * e] = mode;
+      sc[2 * e + 1] = -1.0;
+      if (e == unpruned) {
+        sc[2 * e] = 0.0;
+        continue;
+      }
+      std::vector<double> v;
+      for (int64_t s = 0; s < S; ++s) {
+        if (!routed(s, e)) continue;
+        if (!hidden) {
+          for (int64_t c = 0; c < H; ++c) v.push_back(std::fabs(static_cast<float>(p.r.x[s * H + c]) - mode));
+        } else {
+          for (double h : ref::moe_hidden(p.r, s, e))
+            v.push_back(std::fabs(ref::round_t(static_cast<float>(h), f16) - mode));
+        }
+      }
+      if (v.empty()) {  // no token: any threshold
+        sc[2 * e + 1] = 0.5;
+        continue;
+      }
+      // fc1: the kernels compute v exactly as the reference does. fc2: h differs by fp32 accumulation error, and
+      // in fp16 its rounding to T may differ by one ulp of |h| ≤ t + |mode|.
+      sc[2 * e + 1] = scap_threshold(
+          v,
+          [&](float t) {
+            return hidden ? 1e-4 + hidden_margin + (f16 ? 1.5 * std::ldexp(t + std::fabs(mode), -10) : 0.0)
+                          : 1e-6 * (t + 1.0);
+          },
+          hidden ? "fc2_scap" : "fc1_scap");
+    }
+    return sc;
+  };
+  if (fc1) {
+    p.r.fc1_scap = make(false);
+    p.fc1_scap = to_f32(p.r.fc1_scap);
+  }
+  if (fc2) {
+    p.r.fc2_scap = make(true);  // from h with fc1_scap applied
+    p.fc2_scap = to_f32(p.r.fc2_scap);
+  }
 }
 
 }  // namespace testutil

@@ -41,14 +41,6 @@ inline void scan(const Scan& s, std::vector<double>& y, std::vector<double>& sta
     }
 }
 
-struct Moe {
-  int64_t S, H, X, I;
-  int k;
-  std::string routing, activation;
-  bool renormalize, glu;
-  std::vector<double> x, logits, fc1, fc1_bias, fc2, fc2_bias;  // biases empty = absent
-};
-
 inline double act(const std::string& a, double v) {
   if (a == "silu") return v / (1.0 + std::exp(-v));
   if (a == "gelu_erf") return 0.5 * v * (1.0 + std::erf(v / std::sqrt(2.0)));
@@ -57,8 +49,60 @@ inline double act(const std::string& a, double v) {
   return NAN;
 }
 
-inline void moe(const Moe& m, std::vector<double>& y) {
+struct Moe {
+  int64_t S, H, X, I;
+  int k;
+  std::string routing, activation;
+  bool renormalize, glu;
+  std::vector<double> x, logits, fc1, fc1_bias, fc2, fc2_bias;  // biases empty = absent
+  std::vector<double> fc1_scap, fc2_scap;  // [X, 2] (mode, threshold) per expert; empty = absent
+  bool f16 = false;                        // T is float16: round_T in the SCAP masks rounds to fp16
+};
+
+// Round to the nearest fp16 value (ties to even; subnormals; |v| ≥ 65520 → inf), computed in double.
+inline double round_half(double v) {
+  if (std::isnan(v) || std::isinf(v)) return v;
+  const double a = std::fabs(v);
+  if (a >= 65520.0) return std::copysign(INFINITY, v);
+  int e = 0;
+  std::frexp(a, &e);                          // a = f·2^e, f in [0.5, 1)
+  const int lead = std::max(e - 1, -14);      // exponent of the leading bit, clamped to the subnormal range
+  const double ulp = std::ldexp(1.0, lead - 10);
+  return std::copysign(std::nearbyint(a / ulp) * ulp, v);  // nearbyint: ties to even in the default mode
+}
+
+// round_T of an fp32 value.
+inline float round_t(float v, bool f16) { return f16 ? static_cast<float>(round_half(v)) : v; }
+
+// The SCAP mask of one element, in fp32 as the contract states: v = value − mode; |v| > threshold ? round_T(v) : 0.
+inline double scap(double value, const std::vector<double>& sc, int64_t e, bool f16) {
+  const float v = static_cast<float>(value) - static_cast<float>(sc[2 * e]);
+  return std::fabs(v) > static_cast<float>(sc[2 * e + 1]) ? round_t(v, f16) : 0.0;
+}
+
+// Expert e's hidden activation h for token s (fc1's input masked with fc1_scap when present), before fc2_scap.
+inline std::vector<double> moe_hidden(const Moe& m, int64_t s, int64_t e) {
   const int64_t F1 = m.glu ? 2 * m.I : m.I;
+  std::vector<double> xs(m.x.begin() + s * m.H, m.x.begin() + (s + 1) * m.H);
+  if (!m.fc1_scap.empty())
+    for (auto& v : xs) v = scap(v, m.fc1_scap, e, m.f16);
+  std::vector<double> h1(static_cast<size_t>(F1));
+  for (int64_t r = 0; r < F1; ++r) {
+    double acc = m.fc1_bias.empty() ? 0.0 : m.fc1_bias[e * F1 + r];
+    for (int64_t c = 0; c < m.H; ++c) acc += m.fc1[(e * F1 + r) * m.H + c] * xs[c];
+    h1[r] = acc;
+  }
+  std::vector<double> h(static_cast<size_t>(m.I));
+  for (int64_t i = 0; i < m.I; ++i) h[i] = m.glu ? act(m.activation, h1[i]) * h1[m.I + i] : act(m.activation, h1[i]);
+  return h;
+}
+
+// fc2_scap applied to h: h is first rounded to T (v = round_T(h) − mode).
+inline double scap_hidden(double h, const std::vector<double>& sc, int64_t e, bool f16) {
+  return scap(round_t(static_cast<float>(h), f16), sc, e, f16);
+}
+
+inline void moe(const Moe& m, std::vector<double>& y) {
   y.assign(static_cast<size_t>(m.S * m.H), 0.0);
   for (int64_t s = 0; s < m.S; ++s) {
     std::vector<double> sc(static_cast<size_t>(m.X));
@@ -78,14 +122,9 @@ inline void moe(const Moe& m, std::vector<double>& y) {
     for (int j = 0; j < m.k; ++j) {
       const int64_t e = order[j];
       const double w = m.renormalize ? sc[e] / sum : sc[e];
-      std::vector<double> h1(static_cast<size_t>(F1));
-      for (int64_t r = 0; r < F1; ++r) {
-        double acc = m.fc1_bias.empty() ? 0.0 : m.fc1_bias[e * F1 + r];
-        for (int64_t c = 0; c < m.H; ++c) acc += m.fc1[(e * F1 + r) * m.H + c] * m.x[s * m.H + c];
-        h1[r] = acc;
-      }
-      std::vector<double> h(static_cast<size_t>(m.I));
-      for (int64_t i = 0; i < m.I; ++i) h[i] = m.glu ? act(m.activation, h1[i]) * h1[m.I + i] : act(m.activation, h1[i]);
+      std::vector<double> h = moe_hidden(m, s, e);
+      if (!m.fc2_scap.empty())
+        for (auto& v : h) v = scap_hidden(v, m.fc2_scap, e, m.f16);
       for (int64_t o = 0; o < m.H; ++o) {
         double acc = m.fc2_bias.empty() ? 0.0 : m.fc2_bias[e * m.H + o];
         for (int64_t i = 0; i < m.I; ++i) acc += m.fc2[(e * m.H + o) * m.I + i] * h[i];

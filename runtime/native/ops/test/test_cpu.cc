@@ -5,6 +5,7 @@
 #include <cstdlib>
 
 #include "problems.h"
+#include "sparse_linear_tests.h"
 
 using namespace testutil;
 using hubmoe::DType;
@@ -151,6 +152,59 @@ void test_moe(Tally& t, const hubmoe::Parallel& par) {
             }
 }
 
+// SCAP masks (fc1_scap / fc2_scap) against the reference, in the two family configurations.
+void test_moe_scap(Tally& t, const hubmoe::Parallel& par) {
+  struct Cfg {
+    const char* routing;
+    int k;
+    const char* act;
+    bool glu, bias;
+  };
+  const Cfg cfgs[] = {{"softmax", 2, "silu", true, false}, {"sigmoid", 1, "gelu_erf", false, true}};
+  uint64_t seed = 5000;
+  for (DType dt : {DType::f32, DType::f16})
+    for (const Cfg& c : cfgs)
+      for (int64_t S : {1, 33})
+        for (int masks : {3, 1, 2}) {  // bit 0: fc1_scap, bit 1: fc2_scap
+          const DType lt = (dt == DType::f16 && (seed & 1)) ? DType::f16 : DType::f32;
+          MoeProblem p = make_moe(S, 48, 8, 40, c.k, c.routing, false, c.act, c.glu, c.bias, dt, lt, seed);
+          add_scap(p, masks & 1, masks & 2, seed++);
+          hubmoe::MoeArgs a = p.args();
+          std::vector<uint8_t> y(static_cast<size_t>(S * 48) * hubmoe::dtype_size(dt));
+          a.y = y.data();
+          hubmoe::moe_cpu(a, par);
+          std::vector<double> ry, ry0;
+          ref::moe(p.r, ry);
+          const std::string what = moe_name(p) + (masks == 3 ? " fc1_scap+fc2_scap" : masks == 1 ? " fc1_scap" : " fc2_scap");
+          t.check_err(what, rel_err(read(y.data(), ry.size(), dt), ry), dt == DType::f32 ? kTolF32 : kTolF16);
+          // the masks must matter: the reference without them differs clearly
+          ref::Moe r0 = p.r;
+          r0.fc1_scap.clear();
+          r0.fc2_scap.clear();
+          ref::moe(r0, ry0);
+          const double d = rel_err(ry0, ry);
+          t.check(d > 1e-2, what + " differs from unmasked", d, 1e-2);
+        }
+  // (0, -1) for every expert keeps every element: fc1_scap is then exactly no mask (x − 0 rounds to x), and so is
+  // fc2_scap in fp32 (in fp16 it rounds h to fp16, which the unmasked CPU kernel keeps in fp32).
+  for (DType dt : {DType::f32, DType::f16})
+    for (int64_t S : {1, 33}) {
+      MoeProblem p = make_moe(S, 48, 8, 40, 2, "softmax", false, "silu", true, true, dt, DType::f32, 5100 + S);
+      std::vector<float> keep(16);
+      for (int e = 0; e < 8; ++e) keep[2 * e] = 0.f, keep[2 * e + 1] = -1.f;
+      const size_t n = static_cast<size_t>(S * 48) * hubmoe::dtype_size(dt);
+      std::vector<uint8_t> y0(n), y1(n);
+      hubmoe::MoeArgs a = p.args();
+      a.y = y0.data();
+      hubmoe::moe_cpu(a, par);
+      a.y = y1.data();
+      a.fc1_scap = keep.data();
+      if (dt == DType::f32) a.fc2_scap = keep.data();
+      hubmoe::moe_cpu(a, par);
+      t.check(y0 == y1, moe_name(p) + " SCAP (0, -1) everywhere: bit-identical to no mask", y0 != y1, 0);
+    }
+}
+
 void test_errors(Tally& t) {
   // Shape and attribute errors are reported, not crashed on.
   int caught = 0;
@@ -175,6 +229,20 @@ void test_errors(Tally& t) {
     ++caught;
   }
   t.check(caught == 3, "bad shapes/attributes raise OpError", caught, 3);
+  {
+    std::string msg;
+    try {
+      hubmoe::MoeArgs a;
+      a.k = 1;
+      const int64_t x[] = {4, 8}, lg[] = {4, 2}, f1[] = {2, 6, 8}, f2[] = {2, 8, 6}, s1[] = {2, 3}, s2[] = {2, 2};
+      hubmoe::moe_check(x, 2, lg, 2, f1, 3, nullptr, -1, f2, 3, nullptr, -1, a, s1, 2, s2, 2);  // fc1_scap [2, 3]
+    } catch (const hubmoe::OpError& e) {
+      msg = e.what();
+    }
+    const bool ok = msg.find("'fc1_scap' must be [X, 2] = [2, 2], got [2, 3]") != std::string::npos;
+    if (!ok) std::printf("bad fc1_scap shape: got message '%s'\n", msg.c_str());
+    t.check(ok, "MoE bad fc1_scap shape raises OpError naming it", !ok, 0);
+  }
 }
 
 void test_half_conversion(Tally& t) {
@@ -204,6 +272,11 @@ int main() {
   test_scan(t, threads);
   test_moe(t, serial);
   test_moe(t, threads);
+  test_moe_scap(t, serial);
+  test_moe_scap(t, threads);
+  test_sparse_linear_errors(t);
+  test_sparse_linear(t, serial, kTolF32, kTolF16);
+  test_sparse_linear(t, threads, kTolF32, kTolF16);
   t.print_worst();
   std::printf("%s: %d passed, %d failed\n", t.failed ? "FAILED" : "ok", t.passed, t.failed);
   return t.failed ? 1 : 0;

@@ -15,6 +15,7 @@
 
 #include "onnx_writer.h"
 #include "problems.h"
+#include "sparse_linear_tests.h"
 
 using namespace testutil;
 using hubmoe::DType;
@@ -181,6 +182,60 @@ void expect_error(Tally& t, const char* what, const std::string& needle, const s
   }
 }
 
+// MoE with the SCAP masks (inputs 6 and 7, float32 [X, 2]) and both biases. mode 0: fc1_scap and fc2_scap present;
+// 1: fc1_scap absent (empty name) and fc2_scap present. Then a bad fc1_scap shape, reported at run.
+void moe_scap_case(Tally& t, DType dt, int mode) {
+  const int64_t S = 7, H = 32, X = 6, I = 24;
+  const bool glu = mode == 0;
+  const int k = mode == 0 ? 2 : 1;
+  const char* routing = mode == 0 ? "softmax" : "sigmoid";
+  const char* act = mode == 0 ? "silu" : "gelu_erf";
+  const int64_t F1 = glu ? 2 * I : I;
+  MoeProblem p = make_moe(S, H, X, I, k, routing, false, act, glu, true, dt, DType::f32, 950 + mode);
+  add_scap(p, mode == 0, true, 960 + mode);
+  std::vector<std::string> in = {"x", "logits", "fc1", "b1", "fc2", "b2", mode == 0 ? "s1" : "", "s2"};
+  std::vector<onnxw::Msg> inputs = {
+      onnxw::value_info("x", elem(dt), {-1, H}),     onnxw::value_info("logits", onnxw::FLOAT, {-1, X}),
+      onnxw::value_info("fc1", elem(dt), {X, F1, H}), onnxw::value_info("b1", elem(dt), {X, F1}),
+      onnxw::value_info("fc2", elem(dt), {X, H, I}),  onnxw::value_info("b2", elem(dt), {X, H}),
+      onnxw::value_info("s2", onnxw::FLOAT, {X, 2})};
+  std::vector<Feed> feeds = {{"x", dt, {S, H}, p.x.data()},          {"logits", DType::f32, {S, X}, p.logits.data()},
+                             {"fc1", dt, {X, F1, H}, p.fc1.data()},    {"b1", dt, {X, F1}, p.fc1_bias.data()},
+                             {"fc2", dt, {X, H, I}, p.fc2.data()},     {"b2", dt, {X, H}, p.fc2_bias.data()},
+                             {"s2", DType::f32, {X, 2}, p.fc2_scap.data()}};
+  if (mode == 0) {
+    inputs.push_back(onnxw::value_info("s1", onnxw::FLOAT, {X, 2}));
+    feeds.push_back({"s1", DType::f32, {X, 2}, p.fc1_scap.data()});
+  }
+  const std::vector<onnxw::Attr> attrs = {onnxw::attr_i("k", k), onnxw::attr_s("routing", routing),
+                                          onnxw::attr_s("activation", act), onnxw::attr_i("glu", glu)};
+  std::vector<onnxw::Msg> nodes = {onnxw::node("MoE", "ai.hubmoe", in, {"y_raw"}, attrs, "moe"),
+                                   onnxw::node("Identity", "", {"y_raw"}, {"y"}, {}, "id")};
+  std::vector<onnxw::Msg> outputs = {onnxw::value_info("y", elem(dt), {-1, H})};
+  char what[200];
+  std::snprintf(what, sizeof what, "ORT MoE %s %s k=%d %s glu=%d bias=both %s", hubmoe::dtype_name(dt), routing, k, act,
+                glu, mode == 0 ? "fc1_scap+fc2_scap" : "fc2_scap only (fc1_scap empty name)");
+  try {
+    Ort::Session sess = make_session(onnxw::model(nodes, inputs, outputs));
+    auto out = run(sess, feeds, {"y"});
+    std::vector<double> ry;
+    ref::moe(p.r, ry);
+    t.check_err(what, rel_err(values(out[0]), ry), dt == DType::f32 ? 2e-5 : 1e-3);
+  } catch (const std::exception& e) {
+    std::printf("FAIL %s: %s\n", what, e.what());
+    t.failed++;
+  }
+  if (mode != 0 || dt != DType::f32) return;
+  expect_error(t, "ORT MoE fc1_scap of the wrong shape is reported at run", "'fc1_scap' must be [X, 2] = [6, 2]", [&] {
+    std::vector<onnxw::Msg> bad_inputs = inputs;
+    bad_inputs.back() = onnxw::value_info("s1", onnxw::FLOAT, {X - 1, 2});
+    Ort::Session s = make_session(onnxw::model(nodes, bad_inputs, outputs), true);
+    std::vector<Feed> bad = feeds;
+    bad.back().dims = {X - 1, 2};
+    run(s, bad, {"y"}, true);
+  });
+}
+
 void error_cases(Tally& t) {
   const int64_t S = 3, H = 8, X = 4, I = 6;
   MoeProblem p = make_moe(S, H, X, I, 2, "softmax", false, "silu", false, false, DType::f32, DType::f32, 5);
@@ -202,6 +257,48 @@ void error_cases(Tally& t) {
             {"fc1", DType::f32, {X, I, H}, p.fc1.data()},
             {"fc2", DType::f32, {X, H, I}, p.fc2.data()}},
         {"y"}, true);
+  });
+}
+
+// x [B, 3, K] with a symbolic batch; W and bias as graph inputs; bias absent when !bias.
+void sparse_case(Tally& t, DType dt, bool bias) {
+  const int64_t B = 2, T = 3, K = 40, N = 24;
+  SparseProblem p = make_sparse(B * T, K, N, dt, bias, 0.5, 1200 + bias + 10 * (int)dt);
+  std::vector<std::string> in = {"x", "W"};
+  if (bias) in.push_back("b");
+  std::vector<onnxw::Msg> inputs = {onnxw::value_info("x", elem(dt), {-1, T, K}), onnxw::value_info("W", elem(dt), {K, N})};
+  std::vector<Feed> feeds = {{"x", dt, {B, T, K}, p.x.data()}, {"W", dt, {K, N}, p.W.data()}};
+  if (bias) {
+    inputs.push_back(onnxw::value_info("b", elem(dt), {N}));
+    feeds.push_back({"b", dt, {N}, p.bias.data()});
+  }
+  std::vector<onnxw::Msg> nodes = {
+      onnxw::node("SparseLinear", "ai.hubmoe", in, {"y_raw"},
+                  {onnxw::attr_f("mode", p.mode), onnxw::attr_f("threshold", p.threshold)}, "sparse"),
+      onnxw::node("Identity", "", {"y_raw"}, {"y"}, {}, "id")};
+  std::vector<onnxw::Msg> outputs = {onnxw::value_info("y", elem(dt), {-1, T, N})};
+  const std::string what = p.name(" through ORT, symbolic batch");
+  try {
+    Ort::Session sess = make_session(onnxw::model(nodes, inputs, outputs));
+    auto out = run(sess, feeds, {"y"});
+    const auto shape = out[0].GetTensorTypeAndShapeInfo().GetShape();
+    t.check(shape == std::vector<int64_t>{B, T, N}, what + " shape", 0, 0);
+    t.check_err(what, rel_err(values(out[0]), sparse_ref::sparse_linear(p), 1.0), dt == DType::f32 ? 2e-5 : 1e-3);
+  } catch (const std::exception& e) {
+    std::printf("FAIL %s: %s\n", what.c_str(), e.what());
+    t.failed++;
+  }
+  if (dt != DType::f32 || !bias) return;
+  auto model = [&](const std::vector<onnxw::Attr>& attrs) {
+    return onnxw::model({onnxw::node("SparseLinear", "ai.hubmoe", {"x", "W"}, {"y"}, attrs, "sparse")},
+                        {onnxw::value_info("x", onnxw::FLOAT, {-1, K}), onnxw::value_info("W", onnxw::FLOAT, {-1, N})},
+                        {onnxw::value_info("y", onnxw::FLOAT, {-1, N})});
+  };
+  expect_error(t, "ORT SparseLinear missing threshold is refused at load", "'threshold'",
+               [&] { make_session(model({onnxw::attr_f("mode", 0.f)}), true); });
+  expect_error(t, "ORT SparseLinear K mismatch is reported at run", "input 'W' has shape [39, 24]", [&] {
+    Ort::Session s = make_session(model({onnxw::attr_f("threshold", 0.1f)}), true);
+    run(s, {{"x", DType::f32, {B * T, K}, p.x.data()}, {"W", DType::f32, {K - 1, N}, p.W.data()}}, {"y"}, true);
   });
 }
 
@@ -245,6 +342,11 @@ int main(int argc, char** argv) {
     moe_case(t, dt, DType::f32, "softmax", 1, false, "relu", false, 2);
   }
   error_cases(t);
+  moe_scap_case(t, DType::f32, 0);
+  moe_scap_case(t, DType::f32, 1);
+  moe_scap_case(t, DType::f16, 0);
+  for (DType dt : {DType::f32, DType::f16})
+    for (bool bias : {false, true}) sparse_case(t, dt, bias);
   std::printf("%s: %d passed, %d failed\n", t.failed ? "FAILED" : "ok", t.passed, t.failed);
   return t.failed ? 1 : 0;
 }
