@@ -268,7 +268,8 @@ export function buildCli(argv: string[]) {
           }
           const ids = encodeCorpus(model.tokenizer, text);
           const res = await model.perplexity(ids, { window: a.window, onProgress: (done, total) => log.progress?.('windows', done, total) });
-          const scap = model.spec.scap;
+          // The fused target's SparseLinear and MoE ops prune without counting; the portable graph counts.
+          const scap = model.spec.export?.target === 'fused' ? undefined : model.spec.scap;
           const sparsity = scap ? sparsityByType(scap, model.scapStats()) : undefined;
           const sites = scap ? sparsityBySite(scap, model.scapStats()) : undefined;
           if (a.json) out(JSON.stringify({ file: a.ppl, window: a.window, ...res, ...(sparsity ? { sparsity, sites } : {}) }));
@@ -276,6 +277,7 @@ export function buildCli(argv: string[]) {
             out(`perplexity ${res.perplexity.toFixed(3)} over ${res.tokens} tokens (${a.ppl})`);
             if (sparsity) out(formatSparsity(sparsity));
             if (sites && a.sites) out(formatSites(sites));
+            if (model.spec.scap && !scap) out('achieved sparsity: not counted by the fused target\'s operators; prune with --target portable to measure it');
           }
         } finally {
           await model.dispose();
@@ -297,6 +299,7 @@ export function buildCli(argv: string[]) {
           .option('method', { choices: ['scap', 'teal'] as const, default: 'scap' as const, describe: 'scap (sequential, mode-centred) or teal (magnitude thresholds of the dense model)' })
           .option('ppl', { type: 'string', describe: 'a text to measure dense and pruned perplexity and the achieved sparsity on' })
           .option('dtype', { choices: ['fp32', 'fp16', 'both'] as const, describe: 'ONNX dtypes to write (default: those of the dense model dir)' })
+          .option('target', { choices: ['portable', 'fused'] as const, describe: 'export target of the pruned model (default: that of the dense model dir); fused runs hubmoe\'s SparseLinear op' })
           .option('overwrite', { type: 'boolean', default: false, describe: 'replace a non-empty --out' })
           .option('token', { type: 'string', describe: 'Hub token, when the model\'s source is a Hub repo' })
           .option('endpoint', { type: 'string', describe: 'Hub endpoint' })
@@ -315,6 +318,7 @@ export function buildCli(argv: string[]) {
           method: a.method,
           ppl: a.ppl,
           dtype: a.dtype as ConvertDType | undefined,
+          target: a.target,
           overwrite: a.overwrite,
           hub: { token: a.token, endpoint: a.endpoint, cacheDir: a['cache-dir'], offline: a.offline },
           log,

@@ -78,12 +78,12 @@ export function buildGraph(spec: ModelSpec, tensors: CanonicalTensors, opts: Bui
     return g.op('Unsqueeze', [cur, g.ints([2])]);
   });
   const ctx: LowerContext = { g, spec, tensors, target: opts.target, maskCur, options: opts.options ?? {}, scap: opts.scap };
+  if (ctx.scap?.kind === 'calibrate' && opts.target === 'fused') {
+    throw new HubmoeError('UNSUPPORTED', 'the SCAP calibration graph is built for the portable target');
+  }
   if (!ctx.scap && spec.scap) {
     const sites = Object.fromEntries(Object.entries(spec.scap.sites).map(([k, v]) => [k, { mode: v.mode, threshold: v.threshold }]));
     ctx.scap = { kind: 'pruned', sites, registered: [] };
-  }
-  if (ctx.scap && opts.target === 'fused') {
-    throw new HubmoeError('UNSUPPORTED', 'SCAP-pruned models export to the portable target for now (the fused sparse-linear operator is not built yet); use --target portable');
   }
   if (spec.blocks.some((b) => b.op.kind === 'attention')) {
     ctx.attnBias = g.scope('attn_bias', () => {

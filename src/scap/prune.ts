@@ -25,6 +25,7 @@ import { HubmoeError, fileError } from '../errors.js';
 import { silentLogger } from '../log.js';
 import type { Logger } from '../log.js';
 import { buildGraph, cacheSpecs } from '../onnx/build.js';
+import type { ExportTarget } from '../onnx/lower/context.js';
 import { writeOnnx } from '../onnx/export.js';
 import { SCAP_LAYER_TYPES, scapBiasName, scapInput, scapModeInput, scapThresholdInput } from '../onnx/lower/scap.js';
 import type { ScapLowering } from '../onnx/lower/scap.js';
@@ -52,6 +53,8 @@ export interface PruneOptions {
   /** A text to measure dense and pruned perplexity on (recorded in hubmoe.json). */
   ppl?: string;
   dtype?: ConvertDType;
+  /** Export target of the pruned model (default: the dense model dir's). */
+  target?: ExportTarget;
   overwrite?: boolean;
   /** Hub options for re-reading a source that is a repo id. */
   hub?: Pick<SourceOptions, 'token' | 'endpoint' | 'cacheDir' | 'offline' | 'progress'>;
@@ -199,6 +202,7 @@ export async function prune(modelDir: string, opts: PruneOptions): Promise<Prune
   // Before the calibration work, not after it.
   await prepareOutDir(outDir, opts.overwrite ?? false);
   const dense = await loadSpec(modelDir);
+  const target: ExportTarget = opts.target ?? dense.export?.target ?? 'portable';
   if (dense.scap) throw new HubmoeError('BAD_ARGUMENT', `${modelDir} is already SCAP-pruned (${dense.scap.sparsity}); prune the dense model dir it came from`);
   const tok = await loadTokenizer(modelDir);
   if (!tok) throw new HubmoeError('NOT_FOUND', `${modelDir}: the model dir has no tokenizer.json; calibration text needs one`);
@@ -304,7 +308,9 @@ export async function prune(modelDir: string, opts: PruneOptions): Promise<Prune
       calibration: { file: opts.calib, sha256: sha256(calibText), tokens: windows * window, window },
       sites: siteSpecs,
     };
-    await writeModelDir(opened, outDir, { dtype: opts.dtype ?? (spec.export.dtypes.length > 1 ? 'both' : spec.export.dtypes[0]!), target: 'portable', overwrite: opts.overwrite, log, extraFiles: { 'scap_config.json': spec.scap } });
+    const dtype = opts.dtype ?? (spec.export.dtypes.length > 1 ? 'both' : spec.export.dtypes[0]!);
+    await writeModelDir(opened, outDir, { dtype, target, overwrite: opts.overwrite, log, extraFiles: { 'scap_config.json': spec.scap } });
+    const written = { ...spec.export };
     // 4. Dense vs pruned perplexity.
     if (opts.ppl !== undefined && evalText !== undefined) {
       const evalIds = encodeCorpus(tok, evalText);
@@ -318,7 +324,15 @@ export async function prune(modelDir: string, opts: PruneOptions): Promise<Prune
         }
       };
       const denseP = await measure(modelDir, 'dense');
-      const prunedP = await measure(outDir, 'pruned');
+      // The fused target's operators prune without counting: the evaluation runs the portable form of the
+      // same pruned model (equal to the fused one to rounding; test/scap/prune.test.ts), which counts.
+      let evalDir = outDir;
+      if (target === 'fused') {
+        evalDir = join(work, 'portable');
+        await writeModelDir(opened, evalDir, { dtype: 'fp32', target: 'portable', log: silentLogger });
+        spec.export = written;
+      }
+      const prunedP = await measure(evalDir, 'pruned');
       const achieved = Object.fromEntries(sparsityByType(spec.scap, prunedP.stats).map((r) => [r.type, r.achieved]));
       spec.scap.evaluation = { file: opts.ppl, sha256: sha256(evalText), tokens: prunedP.tokens, dense: denseP.perplexity, pruned: prunedP.perplexity, achieved };
       await writeJsonAtomic(join(outDir, 'hubmoe.json'), spec);

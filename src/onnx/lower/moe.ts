@@ -14,7 +14,8 @@ import { HUBMOE_DOMAIN, MS_DOMAIN } from '../graph.js';
 import type { WeightPart } from '../graph.js';
 import { activate } from './activation.js';
 import { expertRow, expertTransposed, has, linear, tensor, weight } from './context.js';
-import { expertModeCorrection, sparsify } from './scap.js';
+import { expertModeCorrection, rowSumPart, sparsify } from './scap.js';
+import { TensorDataType } from '../proto.js';
 import type { Sparsified } from './scap.js';
 import type { LowerContext } from './context.js';
 
@@ -153,19 +154,80 @@ function concatenated(ctx: LowerContext, j: number, op: MoeOp, kind: 'weight' | 
 function lowerHubmoeMoe(ctx: LowerContext, x2: string, logits: string, j: number, op: MoeOp): string {
   const p = `blocks.${j}.moe`;
   const e = op.expert;
+  const inputs = [
+    x2,
+    logits,
+    concatenated(ctx, j, op, 'weight'),
+    e.bias ? concatenated(ctx, j, op, 'bias') : '',
+    weight(ctx, `${p}.down.weight`),
+    e.bias ? weight(ctx, `${p}.down.bias`) : '',
+  ];
+  const scap = fusedExpertScap(ctx, j, op);
+  if (scap) {
+    inputs[3] = scap.fc1Bias;
+    inputs[5] = scap.fc2Bias;
+    inputs.push(scap.fc1, scap.fc2);
+  }
   return ctx.g.op(
     'MoE',
-    [
-      x2,
-      logits,
-      concatenated(ctx, j, op, 'weight'),
-      e.bias ? concatenated(ctx, j, op, 'bias') : '',
-      weight(ctx, `${p}.down.weight`),
-      e.bias ? weight(ctx, `${p}.down.bias`) : '',
-    ],
+    inputs,
     { k: op.top_k, routing: op.router.act, renormalize: op.router.renormalize ? 1 : 0, activation: e.act, glu: e.glu ? 1 : 0 },
     HUBMOE_DOMAIN,
   );
+}
+
+/**
+ * SCAP of the experts of a pruned model on the fused target: the MoE op's fc1_scap / fc2_scap inputs
+ * ([X, 2]: each expert's mode and threshold; (0, −1) keeps everything) and the biases with each
+ * expert's m·W·1 folded in. Undefined when no expert input of this block is pruned.
+ */
+function fusedExpertScap(ctx: LowerContext, j: number, op: MoeOp): { fc1: string; fc2: string; fc1Bias: string; fc2Bias: string } | undefined {
+  const scap = ctx.scap;
+  if (!scap || scap.kind !== 'pruned') return undefined;
+  const p = `blocks.${j}.moe`;
+  const X = op.experts;
+  const values = (stage: 'up' | 'down') =>
+    Array.from({ length: X }, (_, e) => {
+      const site = `${p}.${e}.${stage}`;
+      const v = scap.sites[site];
+      if (v) {
+        const weights = stage === 'down' ? [`${p}.down.weight#${e}`] : op.expert.glu ? [`${p}.gate.weight#${e}`, `${p}.up.weight#${e}`] : [`${p}.up.weight#${e}`];
+        scap.registered.push({ site, type: stage === 'down' ? 'expert_down' : 'expert_up', weights });
+      }
+      return v;
+    });
+  const up = values('up');
+  const down = values('down');
+  if (!up.some(Boolean) && !down.some(Boolean)) return undefined;
+  const { g } = ctx;
+  const table = (name: string, v: typeof up): string => {
+    if (!v.some(Boolean)) return '';
+    const data = new Float32Array(2 * X);
+    v.forEach((s, e) => {
+      data[2 * e] = s ? s.mode : 0;
+      data[2 * e + 1] = s ? s.threshold : -1;
+    });
+    return g.weight(name, [X, 2], [{ elements: 2 * X, read: async () => data }], TensorDataType.FLOAT);
+  };
+  const bias = (t: string, e: number, m: number) => rowSumPart(ctx, `${p}.${t}.weight`, m, e, op.expert.bias ? `${p}.${t}.bias` : undefined);
+  const anyShift = (v: typeof up) => v.some((s) => s && s.mode !== 0);
+  let fc1Bias = op.expert.bias ? concatenated(ctx, j, op, 'bias') : '';
+  if (anyShift(up)) {
+    const parts: WeightPart[] = [];
+    for (let e = 0; e < X; e++) {
+      const m = up[e]?.mode ?? 0;
+      if (op.expert.glu) parts.push(bias('gate', e, m));
+      parts.push(bias('up', e, m));
+    }
+    const F1 = parts.reduce((a, q) => a + q.elements, 0) / X;
+    fc1Bias = g.weight(`${p}.fc1_concat.scap_bias`, [X, F1], parts);
+  }
+  let fc2Bias = op.expert.bias ? weight(ctx, `${p}.down.bias`) : '';
+  if (anyShift(down)) {
+    const parts = Array.from({ length: X }, (_, e) => bias('down', e, down[e]?.mode ?? 0));
+    fc2Bias = g.weight(`${p}.down.scap_bias`, [X, parts[0]!.elements], parts);
+  }
+  return { fc1: table(`${p}.fc1_scap`, up), fc2: table(`${p}.fc2_scap`, down), fc1Bias, fc2Bias };
 }
 
 function lowerGatherMoe(ctx: LowerContext, x2: string, logits: string, j: number, op: MoeOp): string {

@@ -15,9 +15,10 @@
  */
 import type { CanonicalTensor } from '../../schema/canonical.js';
 import { readExpert, readWhole } from '../../schema/canonical.js';
+import { HUBMOE_DOMAIN } from '../graph.js';
 import type { WeightPart } from '../graph.js';
 import { TensorDataType } from '../proto.js';
-import { has, linear, tensor, transposed } from './context.js';
+import { has, linear, tensor, transposed, weight } from './context.js';
 import type { LowerContext } from './context.js';
 
 import type { ScapLayerType } from '../../schema/spec.js';
@@ -52,6 +53,11 @@ export interface Sparsified {
   mode?: string;
   /** Pruned graph: a non-zero mode, folded into each reading layer's bias at export. */
   modeValue?: number;
+  /**
+   * Pruned graph, fused target: `x` is the raw input and each reading layer is one ai.hubmoe
+   * SparseLinear that prunes it itself (its `mode` and `threshold` attributes).
+   */
+  fused?: ScapSiteValues;
 }
 
 /** The ONNX initializer holding the folded bias b + m·W·1 of the layer `prefix` (or of expert `e`). */
@@ -81,6 +87,7 @@ export function sparsify(ctx: LowerContext, x: string, site: string, type: ScapL
     const values = scap.sites[site];
     if (!values) return { x };
     scap.registered.push({ site, type, weights });
+    if (ctx.target === 'fused') return { x, site, fused: values };
     if (values.mode !== 0) {
       modeValue = values.mode;
       mode = g.scalar(values.mode, f32);
@@ -102,32 +109,50 @@ export function sparsify(ctx: LowerContext, x: string, site: string, type: ScapL
 
 /**
  * scale · Σ_i W[o, i] (+ b[o]) of a [out, in] weight (or of expert `expert` of a stacked [X, out, in]
- * one), as an initializer named `name`.
+ * one, whose bias `bias` is then the stacked [X, out] one), as a weight part of `out` elements.
  */
-function rowSum(ctx: LowerContext, weightName: string, name: string, scale: number, expert?: number, bias?: string): string {
+export function rowSumPart(ctx: LowerContext, weightName: string, scale: number, expert?: number, bias?: string): WeightPart {
   const t: CanonicalTensor = tensor(ctx, weightName);
   const [rows, cols] = (expert === undefined ? t.shape : t.shape.slice(1)) as [number, number];
-  const part: WeightPart = {
+  return {
     elements: rows,
     read: async () => {
-      const w = expert === undefined ? await readWhole(t) : await readExpert(t, expert);
-      const b = bias ? await readWhole(tensor(ctx, bias)) : undefined;
       const out = new Float32Array(rows);
-      for (let r = 0; r < rows; r++) {
-        let s = 0;
-        for (let c = 0; c < cols; c++) s += w[r * cols + c]!;
-        out[r] = scale * s + (b ? b[r]! : 0);
+      if (scale !== 0) {
+        const w = expert === undefined ? await readWhole(t) : await readExpert(t, expert);
+        for (let r = 0; r < rows; r++) {
+          let s = 0;
+          for (let c = 0; c < cols; c++) s += w[r * cols + c]!;
+          out[r] = scale * s;
+        }
+      }
+      if (bias) {
+        const b = await readWhole(tensor(ctx, bias));
+        const off = expert === undefined ? 0 : expert * rows;
+        for (let r = 0; r < rows; r++) out[r]! += b[off + r]!;
       }
       return out;
     },
   };
-  return ctx.g.weight(name, [rows], [part]);
+}
+
+/** rowSumPart as an initializer named `name`. */
+function rowSum(ctx: LowerContext, weightName: string, name: string, scale: number, expert?: number, bias?: string): string {
+  const part = rowSumPart(ctx, weightName, scale, expert, bias);
+  return ctx.g.weight(name, [part.elements], [part]);
 }
 
 /** y = x_s · Wᵀ (+ b) (+ m · W·1) for the canonical linear layer `prefix` (`prefix.weight`, optional `prefix.bias`). */
 export function sparseLinear(ctx: LowerContext, s: Sparsified, prefix: string): string {
   const { g } = ctx;
   const w = `${prefix}.weight`;
+  if (s.fused) {
+    // ai.hubmoe SparseLinear: prunes x itself and reads only the weight rows of kept inputs ([in, out] layout).
+    const b = has(ctx, `${prefix}.bias`) ? `${prefix}.bias` : undefined;
+    const bias = s.fused.mode !== 0 ? rowSum(ctx, w, scapBiasName(w), s.fused.mode, undefined, b) : b ? weight(ctx, b) : '';
+    const inputs = bias ? [s.x, transposed(ctx, w), bias] : [s.x, transposed(ctx, w)];
+    return g.op('SparseLinear', inputs, { mode: { float: s.fused.mode }, threshold: { float: s.fused.threshold } }, HUBMOE_DOMAIN);
+  }
   if (s.modeValue !== undefined) {
     // Pruned: one folded bias b + m·W·1.
     const b = has(ctx, `${prefix}.bias`) ? `${prefix}.bias` : undefined;
