@@ -8,6 +8,9 @@
 #   bash bench/run_h200.sh eager OUT    # build the Jamba period (random bf16 weights), save it, time transformers eager
 #   bash bench/run_h200.sh fused OUT    # convert it (--target fused --dtype fp16) and time hubmoe fused (native backend)
 #   bash bench/run_h200.sh portable OUT # convert it (--target portable) and time it on the CUDA EP, via onnxruntime-node and via the native backend
+#   bash bench/run_h200.sh scap-period OUT      # a 2-expert copy of the period (same weights read per token at batch 1) and SCAP thresholds for 40 / 50 %
+#   bash bench/run_h200.sh scap-speed OUT S…    # fused fp16, dense (S = dense) or pruned at S (0.4, 0.5): batch-1 decode and prefill
+#   bash bench/run_h200.sh scap-parity OUT CALIB [HELD]  # SCAP-pruned Brown models: fused on CUDA (fp32, fp16) vs the portable graph on the CPU
 set -euo pipefail
 step=$1
 out=${2:-/tmp/bench-out}
@@ -44,6 +47,30 @@ case "$step" in
     node bench/speed.mjs --model "$work/portable" --device cuda --backend native --label "hubmoe portable (native backend, CUDA EP)" --json "$out/portable-native.json"
     node bench/speed.mjs --model "$work/portable" --device cuda --backend onnxruntime-node --label "hubmoe portable (onnxruntime-node, CUDA EP)" --json "$out/portable-ort.json"
     rm -rf "$work/portable"
+    ;;
+  scap-period)
+    [ -f "$work/period-x2/config.json" ] || python3 bench/jamba_period.py --out "$work/period-x2" --json "$out/period-x2.json" --experts 2 --skip-bench
+    python3 bench/scap_period.py --checkpoint "$work/period-x2" --sparsity 0.4,0.5 --out "$out/scap-thresholds"
+    ;;
+  scap-speed)
+    setup
+    shift 2
+    for s in "$@"; do
+      if [ -f "$work/scap-$s/hubmoe.json" ]; then
+        :  # converted by an earlier call
+      elif [ "$s" = dense ]; then
+        node bench/speed.mjs --convert "$work/period-x2" --out "$work/scap-$s" --target fused --dtype fp16
+      else
+        node bench/scap-speed.mjs --checkpoint "$work/period-x2" --scap "${HUBMOE_SCAP_THRESHOLDS:-$out/scap-thresholds}/scap-$s.json" --out "$work/scap-$s"
+      fi
+      node bench/speed.mjs --model "$work/scap-$s" --device cuda --backend native --batches 1 --label "hubmoe fused fp16, SCAP $s" --json "$out/scap-speed-$s.json"
+      [ -z "${HUBMOE_BENCH_THREADS:-}" ] || node bench/speed.mjs --model "$work/scap-$s" --device cuda --backend native --batches 1 --threads "$HUBMOE_BENCH_THREADS" --label "hubmoe fused fp16, SCAP $s, $HUBMOE_BENCH_THREADS CPU threads" --json "$out/scap-speed-$s-t$HUBMOE_BENCH_THREADS.json"
+      rm -rf "$work/scap-$s"
+    done
+    ;;
+  scap-parity)
+    setup
+    node bench/scap-cuda-parity.mjs --calib "$3" ${4:+--held "$4"} --json "$out/scap-parity.json" | tee "$out/scap-parity.md"
     ;;
   *) echo "unknown step $step" >&2; exit 2 ;;
 esac

@@ -3,7 +3,7 @@
  * Prefill and decode speed of a converted model dir with hubmoe's runtime.
  *
  *   npm run build && node bench/speed.mjs --model DIR [--device cuda] [--backend native|onnxruntime-node]
- *       [--prefill 2048] [--batches 1,16] [--prompt 64] [--steps 32] [--repeat 3] [--json FILE] [--label NAME]
+ *       [--prefill 2048] [--batches 1,16] [--prompt 64] [--steps 32] [--repeat 3] [--threads N] [--json FILE] [--label NAME]
  *   node bench/speed.mjs --convert CHECKPOINT --out DIR --target fused|portable --dtype fp16   (convert first)
  *
  * Prefill: one forward over `prefill` random tokens at batch 1 (caches created, logits computed),
@@ -33,6 +33,7 @@ const { values } = parseArgs({
     json: { type: 'string' },
     label: { type: 'string' },
     profile: { type: 'string' },
+    threads: { type: 'string' },
   },
 });
 
@@ -65,6 +66,7 @@ const model = await loadModel(values.model, {
   device: values.device,
   ...(values.backend ? { backend: values.backend } : {}),
   ...(values.profile ? { profileFile: values.profile } : {}),
+  ...(values.threads ? { threads: Number(values.threads) } : {}),
 });
 const V = model.spec.vocab.size;
 let seed = 1234;
