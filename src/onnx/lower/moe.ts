@@ -13,7 +13,8 @@ import type { MoeOp } from '../../schema/spec.js';
 import { HUBMOE_DOMAIN, MS_DOMAIN } from '../graph.js';
 import type { WeightPart } from '../graph.js';
 import { activate } from './activation.js';
-import { expertRow, expertTransposed, has, linear, tensor, weight } from './context.js';
+import { expertRow, expertTransposed, has, linear, tensor, transpose2d, weight } from './context.js';
+import { readExpert } from '../../schema/canonical.js';
 import { expertModeCorrection, rowSumPart, sparsify } from './scap.js';
 import { TensorDataType } from '../proto.js';
 import type { Sparsified } from './scap.js';
@@ -164,16 +165,49 @@ function lowerHubmoeMoe(ctx: LowerContext, x2: string, logits: string, j: number
   ];
   const scap = fusedExpertScap(ctx, j, op);
   if (scap) {
+    // Input-major weights: a pruned input element is then a whole weight row, which decode skips.
+    inputs[2] = inputMajor(ctx, j, op, 'fc1');
     inputs[3] = scap.fc1Bias;
+    inputs[4] = inputMajor(ctx, j, op, 'fc2');
     inputs[5] = scap.fc2Bias;
     inputs.push(scap.fc1, scap.fc2);
   }
   return ctx.g.op(
     'MoE',
     inputs,
-    { k: op.top_k, routing: op.router.act, renormalize: op.router.renormalize ? 1 : 0, activation: e.act, glu: e.glu ? 1 : 0 },
+    {
+      k: op.top_k,
+      routing: op.router.act,
+      renormalize: op.router.renormalize ? 1 : 0,
+      activation: e.act,
+      glu: e.glu ? 1 : 0,
+      ...(scap ? { layout: 'input_major' } : {}),
+    },
     HUBMOE_DOMAIN,
   );
+}
+
+/**
+ * The MoE op's weights in its input-major layout: fc1 [X, H, F1] (each expert's gate then up
+ * projection, transposed) or fc2 [X, I, H] (each expert's down projection, transposed).
+ */
+function inputMajor(ctx: LowerContext, j: number, op: MoeOp, which: 'fc1' | 'fc2'): string {
+  const p = `blocks.${j}.moe`;
+  const names = which === 'fc2' ? ['down'] : op.expert.glu ? ['gate', 'up'] : ['up'];
+  const ts = names.map((n) => tensor(ctx, `${p}.${n}.weight`));
+  const X = op.experts;
+  const [, rows, cols] = ts[0]!.shape as [number, number, number];
+  const R = rows * ts.length; // output features of the (concatenated) projection
+  const parts: WeightPart[] = Array.from({ length: X }, (_, e) => ({
+    elements: R * cols,
+    file: ts[0]!.parts[ts[0]!.parts.length === X ? e : 0]?.file,
+    read: async () => {
+      const m = new Float32Array(R * cols);
+      for (let i = 0; i < ts.length; i++) m.set(await readExpert(ts[i]!, e), i * rows * cols);
+      return transpose2d(m, R, cols);
+    },
+  }));
+  return ctx.g.weight(`${p}.${which}.input_major`, [X, cols, R], parts);
 }
 
 /**

@@ -19,6 +19,9 @@ void selective_scan(const ScanArgs& args, void* stream, int variant = kScanAuto)
 // How the MoE experts are computed:
 //  - skinny: every token's experts in one launch per projection (fused gather, bias, activation, GLU), reading each
 //    used expert's weights once; no host synchronisation. Best while tokens per expert are few (decode).
+//    With input-major weights (MoeArgs::layout) the skinny path is a sparse kernel instead: per K chunk it reads
+//    only the weight rows of non-zero inputs (SCAP-pruned ones are zero) and writes fp32 partial sums, which a
+//    finalize (after fc1) and the combine (after fc2) add up.
 //  - gemm: tokens grouped per expert, then cuBLAS GEMMs per expert (tensor cores); needs the per-expert counts on
 //    the host: one device→host copy and stream synchronisation per call. Best for prefill.
 enum class MoePath { automatic, skinny, gemm };
@@ -38,10 +41,14 @@ class MoeRunner {
   // Bytes of device scratch `run` needs (256-byte aligned pieces).
   size_t workspace_bytes(const MoeArgs& args, MoePath path) const;
   void run(const MoeArgs& args, void* workspace, size_t workspace_bytes, void* stream, MoePath path);
+  // Tests and experiments: the K rows per block of the input-major skinny kernel (0, the default: chosen from the
+  // shapes). Changes workspace_bytes.
+  void set_input_major_chunk(int rows) { im_chunk_ = rows > 0 ? rows : 0; }
 
  private:
   struct Impl;
   std::unique_ptr<Impl> impl_;
+  int im_chunk_ = 0;
 };
 
 // Whether cuBLAS could be loaded (libcublas.so.13, or $HUBMOE_CUBLAS); the reason when not.

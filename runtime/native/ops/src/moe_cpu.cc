@@ -20,6 +20,12 @@ Activation parse_activation(const std::string& s) {
   throw OpError("MoE: attribute 'activation' must be one of silu, gelu_erf, gelu_tanh, relu; got \"" + s + "\"");
 }
 
+MoeLayout parse_layout(const std::string& s) {
+  if (s == "output_major") return MoeLayout::output_major;
+  if (s == "input_major") return MoeLayout::input_major;
+  throw OpError("MoE: attribute 'layout' must be \"output_major\" or \"input_major\", got \"" + s + "\"");
+}
+
 namespace {
 
 std::string dims_str(const int64_t* d, int r) {
@@ -28,7 +34,8 @@ std::string dims_str(const int64_t* d, int r) {
   return s + "]";
 }
 
-void expect(const int64_t* d, int r, const char* name, std::initializer_list<int64_t> want) {
+// `form` (e.g. "[X, H, F1] (layout \"input_major\")") is appended to the message when given.
+void expect(const int64_t* d, int r, const char* name, std::initializer_list<int64_t> want, const std::string& form = "") {
   bool ok = r == static_cast<int>(want.size());
   if (ok) {
     int i = 0;
@@ -38,7 +45,8 @@ void expect(const int64_t* d, int r, const char* name, std::initializer_list<int
     std::string w = "[";
     int i = 0;
     for (int64_t v : want) w += (i++ ? ", " : "") + std::to_string(v);
-    throw OpError(std::string("MoE: input '") + name + "' has shape " + dims_str(d, r) + ", expected " + w + "]");
+    throw OpError(std::string("MoE: input '") + name + "' has shape " + dims_str(d, r) + ", expected " + w + "]" +
+                  (form.empty() ? "" : " = " + form));
   }
 }
 
@@ -80,6 +88,66 @@ void linear(const float* in, int64_t M, int64_t K, const T* W, const T* bias, in
   });
 }
 
+// Input-major: out[m, r] = Σ_k in[m, k]·W[k, r] (+ bias[r]) for m < M, r < R; W is [K, R] row-major, so input
+// element k multiplies one contiguous weight row. Tokens are taken in tiles of kImTok; a row k whose input is
+// exactly 0 for every token of the tile is skipped (SCAP-pruned inputs). Parallel over tiles of kImCols output
+// columns; float16 weights are converted one row slice at a time.
+constexpr int64_t kImCols = 256;
+constexpr int64_t kImTok = 8;
+
+template <typename T>
+void linear_input_major(const float* in, int64_t M, int64_t K, const T* W, const T* bias, int64_t R, float* out,
+                        const Parallel& par) {
+  // Per token tile, the rows some token of the tile needs (shared by every column tile).
+  const int64_t tiles_m = (M + kImTok - 1) / kImTok;
+  std::vector<int64_t> rows_off(static_cast<size_t>(tiles_m + 1), 0);
+  std::vector<int64_t> rows;
+  rows.reserve(static_cast<size_t>(K));
+  for (int64_t t = 0; t < tiles_m; ++t) {
+    const int64_t m0 = t * kImTok, m1 = std::min(M, m0 + kImTok);
+    for (int64_t k = 0; k < K; ++k) {
+      bool any = false;
+      for (int64_t m = m0; m < m1 && !any; ++m) any = in[m * K + k] != 0.f;  // NaN != 0: kept
+      if (any) rows.push_back(k);
+    }
+    rows_off[t + 1] = static_cast<int64_t>(rows.size());
+  }
+  const int64_t tiles_c = (R + kImCols - 1) / kImCols;
+  const size_t grain = static_cast<size_t>(
+      std::max<int64_t>(1, 65536 / std::max<int64_t>(1, kImCols * K * std::min(M, kImTok))));
+  par.for_range(static_cast<size_t>(tiles_c), grain, [&](size_t t0, size_t t1) {
+    float acc[kImTok][kImCols];
+    float wrow[kImCols];
+    for (size_t tc = t0; tc < t1; ++tc) {
+      const int64_t c0 = static_cast<int64_t>(tc) * kImCols, nc = std::min(kImCols, R - c0);
+      for (int64_t t = 0; t < tiles_m; ++t) {
+        const int64_t m0 = t * kImTok, nm = std::min(M, m0 + kImTok) - m0;
+        for (int64_t m = 0; m < nm; ++m)
+          for (int64_t c = 0; c < nc; ++c) acc[m][c] = 0.f;
+        for (int64_t i = rows_off[t]; i < rows_off[t + 1]; ++i) {
+          const int64_t k = rows[i];
+          const float* wr;
+          if constexpr (std::is_same<T, float>::value) {
+            wr = W + k * R + c0;
+          } else {
+            load_row(W + k * R + c0, nc, wrow);
+            wr = wrow;
+          }
+          for (int64_t m = 0; m < nm; ++m) {
+            const float v = in[(m0 + m) * K + k];
+            float* ac = acc[m];
+#pragma omp simd
+            for (int64_t c = 0; c < nc; ++c) ac[c] += v * wr[c];
+          }
+        }
+        for (int64_t m = 0; m < nm; ++m)
+          for (int64_t c = 0; c < nc; ++c)
+            out[(m0 + m) * R + c0 + c] = acc[m][c] + (bias ? to_float(bias[c0 + c]) : 0.f);
+      }
+    }
+  });
+}
+
 // SCAP mask of one row in place: v = row[i] − mode; row[i] = |v| > thr ? round_T(v) : 0 (fp32 comparisons; a NaN
 // v is pruned). With T = float16 the kept values are rounded to fp16, as the CUDA kernels store them.
 template <typename T>
@@ -100,6 +168,7 @@ void moe_impl(const MoeArgs& a, const Parallel& par) {
   const T* fc2 = static_cast<const T*>(a.fc2);
   const T* b1 = static_cast<const T*>(a.fc1_bias);
   const T* b2 = static_cast<const T*>(a.fc2_bias);
+  const bool im = a.layout == MoeLayout::input_major;
 
   // Routing.
   std::vector<int> idx(static_cast<size_t>(S * k));
@@ -136,7 +205,10 @@ void moe_impl(const MoeArgs& a, const Parallel& par) {
       if (a.fc1_scap) scap_row<T>(xe.data() + m * H, H, a.fc1_scap + 2 * e);
     }
     h1.resize(static_cast<size_t>(M * F1));
-    linear<T>(xe.data(), M, H, fc1 + e * F1 * H, b1 ? b1 + e * F1 : nullptr, F1, h1.data(), par);
+    if (im)
+      linear_input_major<T>(xe.data(), M, H, fc1 + e * H * F1, b1 ? b1 + e * F1 : nullptr, F1, h1.data(), par);
+    else
+      linear<T>(xe.data(), M, H, fc1 + e * F1 * H, b1 ? b1 + e * F1 : nullptr, F1, h1.data(), par);
     hh.resize(static_cast<size_t>(M * I));
     for (int64_t m = 0; m < M; ++m) {
       const float* g = h1.data() + m * F1;
@@ -152,7 +224,10 @@ void moe_impl(const MoeArgs& a, const Parallel& par) {
       }
     }
     oe.resize(static_cast<size_t>(M * H));
-    linear<T>(hh.data(), M, I, fc2 + e * H * I, b2 ? b2 + e * H : nullptr, H, oe.data(), par);
+    if (im)
+      linear_input_major<T>(hh.data(), M, I, fc2 + e * I * H, b2 ? b2 + e * H : nullptr, H, oe.data(), par);
+    else
+      linear<T>(hh.data(), M, I, fc2 + e * H * I, b2 ? b2 + e * H : nullptr, H, oe.data(), par);
     for (int64_t m = 0; m < M; ++m) {
       const float wt = w[ent[m]];
       float* dst = acc.data() + (ent[m] / k) * H;
@@ -200,16 +275,31 @@ void moe_check(const int64_t* x, int xr, const int64_t* lg, int lr, const int64_
                int s1r, const int64_t* s2, int s2r) {
   // x is [..., H]: every leading dim is a token dim (S = their product); router_logits is [..., X] alike.
   if (xr < 1) throw OpError("MoE: input 'x' must be [..., H], got a scalar");
-  if (f1r != 3) throw OpError("MoE: input 'fc1' must be [X, F1, H], got " + dims_str(f1, f1r));
-  if (f2r != 3) throw OpError("MoE: input 'fc2' must be [X, H, I], got " + dims_str(f2, f2r));
+  // fc1 is [X, F1, H] and fc2 [X, H, I] (output_major), or fc1 [X, H, F1] and fc2 [X, I, H] (input_major).
+  const bool im = a.layout == MoeLayout::input_major;
+  const std::string in_layout = std::string(" (layout \"") + layout_name(a.layout) + "\")";
+  const std::string f1_form = (im ? "[X, H, F1]" : "[X, F1, H]") + in_layout;
+  const std::string f2_form = (im ? "[X, I, H]" : "[X, H, I]") + in_layout;
+  if (f1r != 3) throw OpError("MoE: input 'fc1' must be " + f1_form + ", got " + dims_str(f1, f1r));
+  if (f2r != 3) throw OpError("MoE: input 'fc2' must be " + f2_form + ", got " + dims_str(f2, f2r));
   int64_t S = 1;
   for (int i = 0; i + 1 < xr; i++) S *= x[i];
-  const int64_t H = x[xr - 1], X = f1[0], F1 = f1[1], I = f2[2];
+  const int64_t H = x[xr - 1], X = f1[0], F1 = im ? f1[2] : f1[1], I = im ? f2[1] : f2[2];
   bool lg_ok = lr == xr && lg[lr - 1] == X;
   for (int i = 0; lg_ok && i + 1 < xr; i++) lg_ok = lg[i] == x[i];
   if (!lg_ok) throw OpError("MoE: input 'router_logits' has shape " + dims_str(lg, lr) + ", expected the leading dims of 'x' " + dims_str(x, xr) + " then " + std::to_string(X));
-  expect(f1, f1r, "fc1", {X, a.glu ? 2 * I : I, H});
-  expect(f2, f2r, "fc2", {X, H, I});
+  // fc2 first: I is read from it, so its other dims are checked against fc1's X and x's H before fc1 is checked
+  // against I.
+  if (f2[0] != X || (im ? f2[2] : f2[1]) != H) {
+    const std::string x_s = std::to_string(X), h_s = std::to_string(H);
+    throw OpError("MoE: input 'fc2' has shape " + dims_str(f2, f2r) + ", expected [" + x_s + ", " +
+                  (im ? "I, " + h_s : h_s + ", I") + "] = " + f2_form);
+  }
+  const int64_t F1w = a.glu ? 2 * I : I;
+  if (im)
+    expect(f1, f1r, "fc1", {X, H, F1w}, f1_form + (a.glu ? ", F1 = 2I" : ", F1 = I"));
+  else
+    expect(f1, f1r, "fc1", {X, F1w, H}, f1_form + (a.glu ? ", F1 = 2I" : ", F1 = I"));
   if (b1r >= 0) expect(b1, b1r, "fc1_bias", {X, F1});
   if (b2r >= 0) expect(b2, b2r, "fc2_bias", {X, H});
   auto expect_scap = [&](const int64_t* d, int r, const char* name) {

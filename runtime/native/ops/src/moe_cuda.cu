@@ -9,7 +9,13 @@
 // Intermediates: the expert hidden activation h is stored in T (it is the fc2 GEMM's input); fc2 outputs are fp32.
 // SCAP masks (optional fc1_scap / fc2_scap, per expert (mode, threshold)): fc1's input is masked while the routed
 // rows are gathered into expert-grouped order (both paths then read the gathered rows); fc2's input is masked where
-// h is stored (the skinny fc1 epilogue, or act_kernel), after rounding h to T.
+// h is stored (the skinny fc1 epilogue, act_kernel, or im_act_kernel), after rounding h to T. The input-major
+// skinny kernel applies fc1_scap itself while it stages x (no gather launch).
+// Weight layouts (MoeArgs::layout): output-major (fc1 [X, F1, H], fc2 [X, H, I]) as above; input-major (fc1
+// [X, H, F1], fc2 [X, I, H]): the gemm path runs the same GEMMs with other transpose flags, and the skinny path
+// becomes the sparse kernel im_sparse_kernel (modelled on SparseLinear's): a block stages a K chunk of its token
+// group's input rows, keeps the rows where some token's input is non-zero, and reads only those weight rows, writing
+// fp32 partial sums per K chunk; im_act_kernel (after fc1) and combine_partials_kernel (after fc2) add the chunks.
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
@@ -369,6 +375,180 @@ __global__ void __launch_bounds__(32 * kWarps, 2) skinny_kernel(SkinnyParams p) 
   }
 }
 
+// ─── input-major skinny (sparse) kernels ──────────────────────────────────────────────────────────────────────
+
+constexpr int kImWarps = 4;                 // warps per block
+constexpr int kImThreads = 32 * kImWarps;
+constexpr int kImSub = 512;                 // K rows staged in shared memory at a time (a chunk is ≤ 512 or a multiple)
+constexpr int kImMinChunk = 64;
+constexpr int kImGroup = 4;                 // grouped rows (tokens) per block, at most
+constexpr int kImUnroll = 8;                // weight rows in flight per warp
+
+struct ImParams {
+  const void* W;         // [X, K, R] input-major: row k of expert e is W[e, k, 0:R]
+  const void* A;         // input rows in T: fc1: x [S, K] (through row_token) or the gathered rows [S*k, K]; fc2: h
+  const int* row_token;  // A row of grouped row pos, or null (A row = pos)
+  const float* scap;     // fc1: fc1_scap [X, 2], applied to A's elements as they are staged, or null; fc2: null
+  float* partial;        // [chunks, entries, R] fp32 partial sums
+  const int *counts, *offsets, *active, *num_active;
+  int K, R, entries, chunk, chunks;
+};
+
+// Grid: x = tiles of TN = 32·V columns (a lane holds one 16-byte vector of V columns, or one column without VEC);
+// y = active-expert slot × chunks + K chunk (blocks past num_active exit at once); z = groups of G of the expert's
+// grouped rows (blocks past its count exit; a block takes groups z, z + gridDim.z, ...).
+// Per group and per K sub-chunk of ≤ kImSub rows, the block stages the G input rows in shared memory and compacts,
+// in order (so the result is deterministic), the rows k where some token's input is non-zero; each warp then walks
+// every kImWarps-th kept row, kImUnroll weight-row slices in flight, with fp32 FMAs. The warps' sums are added in
+// shared memory and written as this chunk's partial sums. A zero input contributes nothing, so skipping its weight
+// row changes nothing but the bytes read; dense inputs keep every row.
+template <typename T, bool VEC, int G>
+__global__ void __launch_bounds__(kImThreads) im_sparse_kernel(ImParams p) {
+  constexpr int V = VecLoad<T, VEC>::V;
+  constexpr int TN = 32 * V;
+  __shared__ float xs[G][kImSub];
+  __shared__ int idx[kImSub];
+  __shared__ int warp_count[kImWarps];
+  __shared__ float red[kImWarps][G][TN];
+  const int slot = blockIdx.y / p.chunks, ch = blockIdx.y - slot * p.chunks;
+  if (slot >= *p.num_active) return;
+  const int e = p.active[slot];
+  const int off = p.offsets[e], cnt = p.counts[e];
+  if (static_cast<int>(blockIdx.z) * G >= cnt) return;
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+  const int k_begin = ch * p.chunk, k_end = min(p.K, k_begin + p.chunk);
+  const T* A = static_cast<const T*>(p.A);
+  // fc1_scap of expert e, fused into the staging (the same arithmetic as gather_rows_scap_kernel): v = x − mode,
+  // |v| > threshold ? round_T(v) : 0.
+  const bool masked = p.scap != nullptr;
+  const float mode = masked ? p.scap[2 * e] : 0.f, thr = masked ? p.scap[2 * e + 1] : 0.f;
+  const int c0 = blockIdx.x * TN + lane * V;
+  const bool col_ok = c0 < p.R;  // with VEC, R % V == 0, so the whole vector is in range
+  const T* W = static_cast<const T*>(p.W) + static_cast<size_t>(e) * p.K * p.R + (col_ok ? c0 : 0);
+
+  for (int m0 = blockIdx.z * G; m0 < cnt; m0 += gridDim.z * G) {
+    const int ns = min(G, cnt - m0);
+    const T* arow[G];
+#pragma unroll
+    for (int s = 0; s < G; ++s) {
+      const int pos = off + m0 + min(s, ns - 1);
+      arow[s] = A + static_cast<size_t>(p.row_token ? p.row_token[pos] : pos) * p.K;
+    }
+    float acc[G][V];
+#pragma unroll
+    for (int s = 0; s < G; ++s)
+#pragma unroll
+      for (int v = 0; v < V; ++v) acc[s][v] = 0.f;
+
+    for (int kb = k_begin; kb < k_end; kb += kImSub) {
+      const int n = min(kImSub, k_end - kb);
+      // 1. Stage this sub-chunk of the group's inputs; compact, in order, the rows where any token is non-zero.
+      int base = 0;
+      for (int r0 = 0; r0 < n; r0 += kImThreads) {
+        const int r = r0 + tid;
+        bool any = false;
+        if (r < n) {
+#pragma unroll
+          for (int s = 0; s < G; ++s) {
+            float v = s < ns ? to_f(arow[s][kb + r]) : 0.f;
+            if (masked && s < ns) {
+              const float d = __fsub_rn(v, mode);
+              v = fabsf(d) > thr ? to_f(from_f<T>(d)) : 0.f;
+            }
+            xs[s][r] = v;
+            any = any || v != 0.f;  // a NaN is kept (and propagates, as in the dense product)
+          }
+        }
+        const unsigned mask = __ballot_sync(0xffffffffu, any);
+        if (lane == 0) warp_count[warp] = __popc(mask);
+        __syncthreads();
+        int o = base;
+        for (int w = 0; w < warp; ++w) o += warp_count[w];
+        if (any) idx[o + __popc(mask & ((1u << lane) - 1u))] = r;
+        int total = 0;
+        for (int w = 0; w < kImWarps; ++w) total += warp_count[w];
+        base += total;
+        __syncthreads();
+      }
+      const int kept = base;
+
+      // 2. This warp's share of the kept rows, kImUnroll in flight.
+      if (col_ok) {
+        const T* Wk = W + static_cast<size_t>(kb) * p.R;
+        int i = warp;
+        for (; i + (kImUnroll - 1) * kImWarps < kept; i += kImUnroll * kImWarps) {
+          int r[kImUnroll];
+          float w[kImUnroll][V];
+#pragma unroll
+          for (int u = 0; u < kImUnroll; ++u) r[u] = idx[i + u * kImWarps];
+#pragma unroll
+          for (int u = 0; u < kImUnroll; ++u) load_vec<T, VEC>(Wk + static_cast<size_t>(r[u]) * p.R, w[u]);
+#pragma unroll
+          for (int u = 0; u < kImUnroll; ++u)
+#pragma unroll
+            for (int s = 0; s < G; ++s) {
+              const float a = xs[s][r[u]];
+#pragma unroll
+              for (int v = 0; v < V; ++v) acc[s][v] = fmaf(a, w[u][v], acc[s][v]);
+            }
+        }
+        for (; i < kept; i += kImWarps) {
+          const int r = idx[i];
+          float w[V];
+          load_vec<T, VEC>(Wk + static_cast<size_t>(r) * p.R, w);
+#pragma unroll
+          for (int s = 0; s < G; ++s) {
+            const float a = xs[s][r];
+#pragma unroll
+            for (int v = 0; v < V; ++v) acc[s][v] = fmaf(a, w[v], acc[s][v]);
+          }
+        }
+      }
+      __syncthreads();  // xs and idx are restaged for the next sub-chunk
+    }
+
+    // 3. Sum the warps; write this chunk's partial sums of the group's rows.
+#pragma unroll
+    for (int s = 0; s < G; ++s)
+#pragma unroll
+      for (int v = 0; v < V; ++v) red[warp][s][lane * V + v] = acc[s][v];
+    __syncthreads();
+    for (int o = tid; o < G * TN; o += kImThreads) {
+      const int s = o / TN, c = o % TN, col = blockIdx.x * TN + c;
+      if (s >= ns || col >= p.R) continue;
+      float sum = 0.f;
+#pragma unroll
+      for (int w = 0; w < kImWarps; ++w) sum += red[w][s][c];
+      p.partial[(static_cast<size_t>(ch) * p.entries + off + m0 + s) * p.R + col] = sum;
+    }
+    __syncthreads();  // red is reused by the next group
+  }
+}
+
+// After the input-major fc1: g = Σ_chunks partial + fc1_bias, then h = act(gate)·up (or act(g)), rounded to T, the
+// fc2_scap mask when given, stored in T ([entries, I]). partial is [chunks, entries, F1].
+template <typename T>
+__global__ void im_act_kernel(const float* partial, int chunks, const T* bias, const int* row_expert, T* h,
+                              int entries, int I, int F1, int glu, int act, const float* scap) {
+  const size_t total = static_cast<size_t>(entries) * I, stride = static_cast<size_t>(entries) * F1;
+  for (size_t i = blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x; i < total;
+       i += static_cast<size_t>(gridDim.x) * blockDim.x) {
+    const size_t pos = i / I;
+    const int j = static_cast<int>(i % I);
+    const int e = row_expert[pos];
+    const size_t bb = static_cast<size_t>(e) * F1;
+    const float* pg = partial + pos * F1 + j;
+    float gate = 0.f, up = 0.f;
+    for (int c = 0; c < chunks; ++c) gate += pg[c * stride];
+    if (glu)
+      for (int c = 0; c < chunks; ++c) up += pg[c * stride + I];
+    float v = activate_dev(act, gate + (bias ? to_f(bias[bb + j]) : 0.f));
+    if (glu) v *= up + (bias ? to_f(bias[bb + I + j]) : 0.f);
+    if (scap) v = scap_dev<T>(v, scap, e);
+    h[i] = from_f<T>(v);
+  }
+}
+
 // ─── gemm-path kernels ────────────────────────────────────────────────────────────────────────────────────────
 
 // Xp[pos] = x[row_token[pos]], 16 bytes at a time when rows allow it.
@@ -437,15 +617,96 @@ __global__ void combine_kernel(const float* o, const int* idx, const float* w, c
   }
 }
 
+// After the input-major fc2: y[t, c] = Σ_j w_j·(Σ_chunks partial[chunk, row_of(t, j), c] + fc2_bias[e_j, c]), with
+// partial [chunks, entries, H]. Block (32, kCombineLanes): x = 32 consecutive columns, y = lanes that split the
+// chunks (chunk ≡ lane mod kCombineLanes), summed in a fixed order in shared memory (deterministic). Grid: x =
+// column tiles, y = tokens (grid-stride).
+constexpr int kCombineLanes = 8;
+
+template <typename T>
+__global__ void combine_partials_kernel(const float* partial, int chunks, size_t stride, const int* idx, const float* w,
+                                        const int* row_of, const T* b2, T* y, int S, int k, int H) {
+  __shared__ float red[kCombineLanes][32];
+  const int c = blockIdx.x * 32 + threadIdx.x;
+  for (int t = blockIdx.y; t < S; t += gridDim.y) {
+    float acc = 0.f;
+    if (c < H)
+      for (int j = 0; j < k; ++j) {
+        const size_t ent = static_cast<size_t>(t) * k + j;
+        const float* pp = partial + static_cast<size_t>(row_of[ent]) * H + c;
+        float sum = 0.f;
+        for (int ch = threadIdx.y; ch < chunks; ch += kCombineLanes) sum += pp[ch * stride];
+        acc = fmaf(w[ent], sum, acc);
+      }
+    red[threadIdx.y][threadIdx.x] = acc;
+    __syncthreads();
+    if (threadIdx.y == 0 && c < H) {
+      float v = 0.f;
+#pragma unroll
+      for (int l = 0; l < kCombineLanes; ++l) v += red[l][threadIdx.x];
+      if (b2)
+        for (int j = 0; j < k; ++j) {
+          const size_t ent = static_cast<size_t>(t) * k + j;
+          v = fmaf(w[ent], to_f(b2[static_cast<size_t>(idx[ent]) * H + c]), v);
+        }
+      y[static_cast<size_t>(t) * H + c] = from_f<T>(v);
+    }
+    __syncthreads();
+  }
+}
+
 // ─── host side ────────────────────────────────────────────────────────────────────────────────────────────────
 
-struct Layout {
-  size_t idx, w, row_of, row_token, row_expert, counts, offsets, active, num_active, h, o, xp, g, total;
+size_t align256(size_t v) { return (v + 255) & ~size_t(255); }
+bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15u) == 0; }
+
+// The input-major sparse kernel's K chunking for one projection (K inputs, R outputs). The chunk depends only on
+// the shapes (not on pointer alignment), so that the workspace size does not change with it.
+struct ImPlan {
+  int G;              // token rows per block
+  int64_t groups;     // grid z
+  int64_t slots;      // active-expert slots in grid y: min(X, S·k)
+  int chunk, chunks;  // K rows per block (staged kImSub at a time), and their count
 };
 
-size_t align256(size_t v) { return (v + 255) & ~size_t(255); }
+ImPlan im_plan(const MoeArgs& a, int64_t K, int64_t R, int forced_chunk) {
+  ImPlan q{};
+  const int64_t entries = a.S * a.k;
+  q.G = a.S <= 1 ? 1 : a.S <= 2 ? 2 : kImGroup;
+  q.groups = std::min<int64_t>((a.S + q.G - 1) / q.G, 65535);
+  q.slots = std::min<int64_t>(a.X, entries);
+  const int64_t V = 16 / static_cast<int64_t>(dtype_size(a.dtype));
+  const int64_t TN = R % V == 0 ? 32 * V : 32;
+  const int64_t tiles = (R + TN - 1) / TN;
+  // Blocks with work: tiles × chunks × the used experts (about min(X, S·k)) × each one's token groups (S·k rows
+  // spread over them).
+  const int64_t per_expert = (entries + q.slots - 1) / q.slots;
+  const int64_t work = tiles * q.slots * std::max<int64_t>(1, (per_expert + q.G - 1) / q.G);
+  auto nchunks = [&](int64_t c) { return (K + c - 1) / c; };
+  // As SparseLinear: the largest power of two up to kImSub that still gives about 8 blocks per SM on 132 SMs, not
+  // below kImMinChunk. When the grid is many waves deep anyway (many tokens), chunks grow in multiples of kImSub,
+  // which keeps the partial sums (chunks × S·k × R floats) small.
+  int64_t chunk = kImSub;
+  while (chunk > kImMinChunk && work * nchunks(chunk) < 8 * 132) chunk /= 2;
+  while (chunk < K && (work * nchunks(chunk) > 16 * 8 * 132 || q.slots * nchunks(chunk) > 65535)) chunk += kImSub;
+  if (forced_chunk > 0) {
+    chunk = forced_chunk;
+    while (q.slots * nchunks(chunk) > 65535) chunk *= 2;
+  }
+  q.chunk = static_cast<int>(std::min<int64_t>(chunk, std::max<int64_t>(K, 1)));
+  q.chunks = static_cast<int>(K > 0 ? nchunks(q.chunk) : 0);
+  return q;
+}
 
-Layout layout(const MoeArgs& a, MoePath path) {
+struct Layout {
+  size_t idx, w, row_of, row_token, row_expert, counts, offsets, active, num_active, h, o, xp, g, p1, total;
+};
+
+bool input_major_skinny(const MoeArgs& a, MoePath path) {
+  return path == MoePath::skinny && a.layout == MoeLayout::input_major;
+}
+
+Layout layout(const MoeArgs& a, MoePath path, int im_chunk) {
   const size_t E = static_cast<size_t>(a.S) * a.k, ts = dtype_size(a.dtype), X = static_cast<size_t>(a.X);
   Layout l{};
   size_t at = 0;
@@ -464,12 +725,41 @@ Layout layout(const MoeArgs& a, MoePath path) {
   l.active = take(X * 4);
   l.num_active = take(4);
   l.h = take(E * a.I * ts);
-  l.o = take(E * a.H * 4);
-  if (path == MoePath::gemm || a.fc1_scap) l.xp = take(E * a.H * ts);  // gathered (masked) rows
+  if (input_major_skinny(a, path)) {
+    // fc1's partial sums [chunks1, E, F1]; fc2's [chunks2, E, H] take the place of o.
+    l.p1 = take(static_cast<size_t>(im_plan(a, a.H, a.F1, im_chunk).chunks) * E * a.F1 * 4);
+    l.o = take(static_cast<size_t>(std::max(1, im_plan(a, a.I, a.H, im_chunk).chunks)) * E * a.H * 4);
+  } else {
+    l.o = take(E * a.H * 4);
+  }
+  if (path == MoePath::gemm || (a.fc1_scap && !input_major_skinny(a, path)))
+    l.xp = take(E * a.H * ts);  // gathered (masked) rows
   if (path == MoePath::gemm) l.g = take(E * a.F1 * ts);
   l.total = at;
   return l;
 }
+
+// One input-major projection: the sparse kernel over (column tiles, slots × chunks, token groups).
+template <typename T>
+void launch_im(const ImParams& ip, const ImPlan& q, cudaStream_t s) {
+  if (ip.R == 0 || q.chunks == 0) return;
+  const int V = 16 / static_cast<int>(sizeof(T));
+  const bool vec = ip.R % V == 0 && aligned16(ip.W);
+  const int TN = vec ? 32 * V : 32;
+  const dim3 grid(static_cast<unsigned>((ip.R + TN - 1) / TN), static_cast<unsigned>(q.slots * q.chunks),
+                  static_cast<unsigned>(q.groups));
+  if (vec) {
+    if (q.G == 1) im_sparse_kernel<T, true, 1><<<grid, kImThreads, 0, s>>>(ip);
+    else if (q.G == 2) im_sparse_kernel<T, true, 2><<<grid, kImThreads, 0, s>>>(ip);
+    else im_sparse_kernel<T, true, kImGroup><<<grid, kImThreads, 0, s>>>(ip);
+  } else {
+    if (q.G == 1) im_sparse_kernel<T, false, 1><<<grid, kImThreads, 0, s>>>(ip);
+    else if (q.G == 2) im_sparse_kernel<T, false, 2><<<grid, kImThreads, 0, s>>>(ip);
+    else im_sparse_kernel<T, false, kImGroup><<<grid, kImThreads, 0, s>>>(ip);
+  }
+}
+
+int grid_for(size_t n) { return static_cast<int>(std::max<size_t>(1, std::min<size_t>((n + 255) / 256, 132 * 8))); }
 
 template <typename T, int MODE>
 void launch_skinny(bool vec, dim3 grid, const SkinnyParams& sp, cudaStream_t s) {
@@ -479,8 +769,6 @@ void launch_skinny(bool vec, dim3 grid, const SkinnyParams& sp, cudaStream_t s) 
   else
     skinny_kernel<T, MODE, false><<<grid, block, 0, s>>>(sp);
 }
-
-bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15u) == 0; }
 
 }  // namespace
 
@@ -523,16 +811,17 @@ MoePath MoeRunner::resolve(const MoeArgs& a, MoePath requested) const {
   return p;
 }
 
-size_t MoeRunner::workspace_bytes(const MoeArgs& a, MoePath path) const { return layout(a, path).total; }
+size_t MoeRunner::workspace_bytes(const MoeArgs& a, MoePath path) const { return layout(a, path, im_chunk_).total; }
 
 void MoeRunner::run(const MoeArgs& a, void* ws, size_t ws_bytes, void* stream_ptr, MoePath path) {
   if (a.X > kMaxExperts)
     throw OpError("MoE (CUDA): " + std::to_string(a.X) + " experts; at most " + std::to_string(kMaxExperts));
-  if (a.S * a.k >= (int64_t(1) << 31) || a.H >= (int64_t(1) << 31) || a.F1 >= (int64_t(1) << 31))
+  if (a.S * a.k >= (int64_t(1) << 31) || a.H >= (int64_t(1) << 31) || a.F1 >= (int64_t(1) << 31) ||
+      a.I >= (int64_t(1) << 31))
     throw OpError("MoE (CUDA): sizes exceed 32-bit indexing");
   if (a.S == 0) return;
   path = resolve(a, path);
-  const Layout l = layout(a, path);
+  const Layout l = layout(a, path, im_chunk_);
   if (ws_bytes < l.total) throw OpError("MoE (CUDA): workspace too small");
   auto s = static_cast<cudaStream_t>(stream_ptr);
   auto at = [&](size_t off) { return static_cast<uint8_t*>(ws) + off; };
@@ -570,8 +859,10 @@ void MoeRunner::run(const MoeArgs& a, void* ws, size_t ws_bytes, void* stream_pt
   const size_t ts = dtype_size(a.dtype);
   void* h = at(l.h);
   float* o = reinterpret_cast<float*>(at(l.o));
-  // fc1_scap: the routed rows, masked with their expert's (mode, threshold), in expert-grouped order (both paths).
-  if (a.fc1_scap) {
+  // fc1_scap: the routed rows, masked with their expert's (mode, threshold), in expert-grouped order (both paths of
+  // the output-major layout, and the gemm path of the input-major one; the input-major skinny kernel masks x as it
+  // stages it).
+  if (a.fc1_scap && !input_major_skinny(a, path)) {
     if (f16)
       gather_rows_scap_kernel<__half><<<entries, 128, 0, s>>>(static_cast<const __half*>(a.x), rp.row_token,
                                                               rp.row_expert, a.fc1_scap,
@@ -580,6 +871,68 @@ void MoeRunner::run(const MoeArgs& a, void* ws, size_t ws_bytes, void* stream_pt
       gather_rows_scap_kernel<float><<<entries, 128, 0, s>>>(static_cast<const float*>(a.x), rp.row_token,
                                                              rp.row_expert, a.fc1_scap,
                                                              reinterpret_cast<float*>(at(l.xp)), H);
+  }
+  const bool im = a.layout == MoeLayout::input_major;
+  if (path == MoePath::skinny && im) {
+    // fc1: partial sums [chunks1, entries, F1] of the rows where the input (masked with fc1_scap as it is staged)
+    // is non-zero; then the bias, act/GLU and fc2_scap into h (T). fc2: partial sums [chunks2, entries, H] of h's
+    // non-zero rows, into o; the combine adds the chunks.
+    const ImPlan q1 = im_plan(a, H, F1, im_chunk_), q2 = im_plan(a, I, H, im_chunk_);
+    float* part1 = reinterpret_cast<float*>(at(l.p1));
+    ImParams p1{};
+    p1.W = a.fc1;
+    p1.A = a.x;
+    p1.row_token = rp.row_token;
+    p1.scap = a.fc1_scap;  // applied while staging x: no gather launch
+    p1.partial = part1;
+    p1.counts = rp.counts;
+    p1.offsets = rp.offsets;
+    p1.active = rp.active;
+    p1.num_active = rp.num_active;
+    p1.K = H;
+    p1.R = F1;
+    p1.entries = entries;
+    p1.chunk = q1.chunk;
+    p1.chunks = q1.chunks;
+    ImParams p2 = p1;
+    p2.W = a.fc2;
+    p2.A = h;
+    p2.row_token = nullptr;
+    p2.scap = nullptr;
+    p2.partial = o;
+    p2.K = I;
+    p2.R = H;
+    p2.chunk = q2.chunk;
+    p2.chunks = q2.chunks;
+    const size_t nh = static_cast<size_t>(entries) * I;
+    if (f16) {
+      launch_im<__half>(p1, q1, s);
+      im_act_kernel<__half><<<grid_for(nh), 256, 0, s>>>(part1, q1.chunks, static_cast<const __half*>(a.fc1_bias),
+                                                         rp.row_expert, static_cast<__half*>(h), entries, I, F1, a.glu,
+                                                         static_cast<int>(a.act), a.fc2_scap);
+      launch_im<__half>(p2, q2, s);
+    } else {
+      launch_im<float>(p1, q1, s);
+      im_act_kernel<float><<<grid_for(nh), 256, 0, s>>>(part1, q1.chunks, static_cast<const float*>(a.fc1_bias),
+                                                        rp.row_expert, static_cast<float*>(h), entries, I, F1, a.glu,
+                                                        static_cast<int>(a.act), a.fc2_scap);
+      launch_im<float>(p2, q2, s);
+    }
+    const dim3 grid(static_cast<unsigned>((H + 31) / 32), static_cast<unsigned>(std::min(S, 65535)));
+    const dim3 block(32, kCombineLanes);
+    const size_t stride = static_cast<size_t>(entries) * H;
+    if (H == 0) {
+      // nothing to combine
+    } else if (f16)
+      combine_partials_kernel<__half><<<grid, block, 0, s>>>(o, q2.chunks, stride, rp.idx, rp.w, rp.row_of,
+                                                             static_cast<const __half*>(a.fc2_bias),
+                                                             static_cast<__half*>(a.y), S, k, H);
+    else
+      combine_partials_kernel<float><<<grid, block, 0, s>>>(o, q2.chunks, stride, rp.idx, rp.w, rp.row_of,
+                                                            static_cast<const float*>(a.fc2_bias),
+                                                            static_cast<float*>(a.y), S, k, H);
+    cuda_check(cudaGetLastError(), "kernel launch");
+    return;
   }
   if (path == MoePath::skinny) {
     const int max_active = std::min<int>(X, entries);
@@ -668,13 +1021,16 @@ void MoeRunner::run(const MoeArgs& a, void* ws, size_t ws_bytes, void* stream_pt
         throw OpError(std::string("MoE (CUDA): cublasGemmEx (") + what + ") failed: " +
                       (cb->status_string ? cb->status_string(st) : std::to_string(st)));
     };
-    // Row-major C[c, n] = A[c, K] · W[n, K]ᵀ is column-major Cᵀ = W·Aᵀ: gemm(T, N, m = n, n = c, k = K).
+    // Output-major: row-major C[c, n] = A[c, K] · W[n, K]ᵀ is column-major Cᵀ = W·Aᵀ: gemm(T, N, m = n, n = c,
+    // k = K, lda = K). Input-major: C[c, n] = A[c, K] · W[K, n], and W read column-major is Wᵀ [n, K]: gemm(N, N,
+    // m = n, n = c, k = K, lda = n).
     int off = 0;
     for (int e = 0; e < X; ++e) {
       const int c = impl_->pinned[e];
       if (c) {
-        gemm_check(cb->gemm_ex(impl_->handle, kCublasOpT, kCublasOpN, F1, c, H, &one,
-                               static_cast<const uint8_t*>(a.fc1) + static_cast<size_t>(e) * F1 * H * ts, ab, H,
+        gemm_check(cb->gemm_ex(impl_->handle, im ? kCublasOpN : kCublasOpT, kCublasOpN, F1, c, H, &one,
+                               static_cast<const uint8_t*>(a.fc1) + static_cast<size_t>(e) * F1 * H * ts, ab,
+                               im ? F1 : H,
                                xp + static_cast<size_t>(off) * H * ts, ab, H, &zero,
                                static_cast<uint8_t*>(g) + static_cast<size_t>(off) * F1 * ts, ab, F1,
                                kCublasCompute32F, kCublasGemmDefault),
@@ -698,8 +1054,9 @@ void MoeRunner::run(const MoeArgs& a, void* ws, size_t ws_bytes, void* stream_pt
     for (int e = 0; e < X; ++e) {
       const int c = impl_->pinned[e];
       if (c) {
-        gemm_check(cb->gemm_ex(impl_->handle, kCublasOpT, kCublasOpN, H, c, I, &one,
-                               static_cast<const uint8_t*>(a.fc2) + static_cast<size_t>(e) * H * I * ts, ab, I,
+        gemm_check(cb->gemm_ex(impl_->handle, im ? kCublasOpN : kCublasOpT, kCublasOpN, H, c, I, &one,
+                               static_cast<const uint8_t*>(a.fc2) + static_cast<size_t>(e) * H * I * ts, ab,
+                               im ? H : I,
                                static_cast<const uint8_t*>(h) + static_cast<size_t>(off) * I * ts, ab, I, &zero,
                                o + static_cast<size_t>(off) * H, CUDA_R_32F, H, kCublasCompute32F, kCublasGemmDefault),
                    "fc2");

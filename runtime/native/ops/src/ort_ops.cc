@@ -295,7 +295,7 @@ struct ScanOp : Ort::CustomOpBase<ScanOp, ScanKernel, true> {
 
 struct MoeKernel {
   Ep ep;
-  MoeArgs attrs;  // k, routing, renormalize, act, glu
+  MoeArgs attrs;  // k, routing, renormalize, act, glu, layout
 #ifdef HUBMOE_WITH_CUDA
   std::unique_ptr<cuda::MoeRunner> runner;
   cuda::MoePath path = cuda::MoePath::automatic;
@@ -307,6 +307,7 @@ struct MoeKernel {
     attrs.renormalize = attr_int(info, "renormalize", 0) != 0;
     attrs.act = parse_activation(attr_str(info, "activation", "silu"));
     attrs.glu = attr_int(info, "glu", 0) != 0;
+    attrs.layout = parse_layout(attr_str(info, "layout", "output_major"));
     if (attrs.k < 1) throw OpError("MoE: attribute 'k' must be at least 1, got " + std::to_string(attrs.k));
 #ifdef HUBMOE_WITH_CUDA
     if (ep == Ep::cuda) {

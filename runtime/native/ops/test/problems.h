@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cstdlib>
+#include <cstring>
 
 #include "../src/moe.h"
 #include "../src/selective_scan.h"
@@ -90,6 +91,7 @@ struct MoeProblem {
   Buf x, logits, fc1, fc1_bias, fc2, fc2_bias;
   bool has_bias = false;
   std::vector<float> fc1_scap, fc2_scap;  // [X, 2] SCAP (mode, threshold); empty = absent (see add_scap)
+  hubmoe::MoeLayout layout = hubmoe::MoeLayout::output_major;  // of fc1/fc2 (r always holds output-major values)
 
   hubmoe::MoeArgs args() const {
     hubmoe::MoeArgs a;
@@ -103,6 +105,7 @@ struct MoeProblem {
     a.renormalize = r.renormalize;
     a.act = hubmoe::parse_activation(r.activation);
     a.glu = r.glu;
+    a.layout = layout;
     a.dtype = dtype;
     a.logits_dtype = logits_dtype;
     a.x = x.data();
@@ -161,6 +164,31 @@ inline MoeProblem make_moe(int64_t S, int64_t H, int64_t X, int64_t I, int k, co
     p.r.fc2_bias = p.fc2_bias.vals;
   }
   return p;
+}
+
+// Each expert's [rows, cols] matrix transposed to [cols, rows] (bytes and values).
+inline Buf transpose_experts(const Buf& b, int64_t X, int64_t rows, int64_t cols) {
+  Buf t = b;
+  const size_t es = hubmoe::dtype_size(b.dtype);
+  for (int64_t e = 0; e < X; ++e)
+    for (int64_t r = 0; r < rows; ++r)
+      for (int64_t c = 0; c < cols; ++c) {
+        const size_t from = static_cast<size_t>((e * rows + r) * cols + c), to = static_cast<size_t>((e * cols + c) * rows + r);
+        std::memcpy(t.bytes.data() + to * es, b.bytes.data() + from * es, es);
+        t.vals[to] = b.vals[from];
+      }
+  return t;
+}
+
+// The same problem with input-major weights: fc1 [X, H, F1] (fc1[e, h, f] = the output-major fc1[e, f, h]) and
+// fc2 [X, I, H]. The reference (r) keeps the output-major values: the op must compute the same function.
+inline MoeProblem input_major(const MoeProblem& p) {
+  MoeProblem q = p;
+  const int64_t F1 = p.r.glu ? 2 * p.r.I : p.r.I;
+  q.fc1 = transpose_experts(p.fc1, p.r.X, F1, p.r.H);
+  q.fc2 = transpose_experts(p.fc2, p.r.X, p.r.H, p.r.I);
+  q.layout = hubmoe::MoeLayout::input_major;
+  return q;
 }
 
 // A SCAP threshold for the |v| values of one expert: near their median (about half pruned), and more than

@@ -3,6 +3,7 @@
 #include <cstdio>
 #include <cmath>
 #include <cstdlib>
+#include <functional>
 
 #include "problems.h"
 #include "sparse_linear_tests.h"
@@ -205,6 +206,48 @@ void test_moe_scap(Tally& t, const hubmoe::Parallel& par) {
     }
 }
 
+// Input-major weights (layout = input_major; the test transposes the problem's weights) against the reference, and
+// against the same problem run output-major, in the two family configurations, with no masks and with both.
+void test_moe_input_major(Tally& t, const hubmoe::Parallel& par) {
+  struct Cfg {
+    const char* routing;
+    int k;
+    const char* act;
+    bool glu, bias;
+  };
+  const Cfg cfgs[] = {{"softmax", 2, "silu", true, false}, {"sigmoid", 1, "gelu_erf", false, true}};
+  struct Dims {
+    int64_t S, H, I;
+  };
+  // H = 300, I = 280: several column tiles (256 wide) in both projections.
+  const Dims dims[] = {{1, 48, 40}, {5, 48, 40}, {33, 48, 40}, {5, 300, 280}};
+  uint64_t seed = 6000;
+  for (DType dt : {DType::f32, DType::f16})
+    for (const Cfg& c : cfgs)
+      for (const Dims& d : dims)
+        for (bool masks : {false, true}) {
+          const DType lt = (dt == DType::f16 && (seed & 1)) ? DType::f16 : DType::f32;
+          MoeProblem p = make_moe(d.S, d.H, 8, d.I, c.k, c.routing, false, c.act, c.glu, c.bias, dt, lt, seed);
+          if (masks) add_scap(p, true, true, seed);
+          ++seed;
+          const MoeProblem q = input_major(p);
+          const size_t n = static_cast<size_t>(d.S * d.H);
+          std::vector<uint8_t> y_om(n * hubmoe::dtype_size(dt)), y_im(y_om.size());
+          hubmoe::MoeArgs a = p.args();
+          a.y = y_om.data();
+          hubmoe::moe_cpu(a, par);
+          a = q.args();
+          a.y = y_im.data();
+          hubmoe::moe_cpu(a, par);
+          std::vector<double> ry;
+          ref::moe(p.r, ry);
+          const std::string what = moe_name(p) + " input_major" + (masks ? " fc1_scap+fc2_scap" : "");
+          const double tol = dt == DType::f32 ? kTolF32 : kTolF16;
+          t.check_err(what, rel_err(read(y_im.data(), n, dt), ry), tol);
+          t.check_err(what + " vs output_major", rel_err(read(y_im.data(), n, dt), read(y_om.data(), n, dt)), tol);
+        }
+}
+
 void test_errors(Tally& t) {
   // Shape and attribute errors are reported, not crashed on.
   int caught = 0;
@@ -243,6 +286,50 @@ void test_errors(Tally& t) {
     if (!ok) std::printf("bad fc1_scap shape: got message '%s'\n", msg.c_str());
     t.check(ok, "MoE bad fc1_scap shape raises OpError naming it", !ok, 0);
   }
+  // layout: an unknown value, and output-major-shaped weights given with layout = input_major.
+  auto message = [](const std::function<void()>& fn) {
+    try {
+      fn();
+    } catch (const hubmoe::OpError& e) {
+      return std::string(e.what());
+    }
+    return std::string("(no error)");
+  };
+  auto expect_msg = [&](const std::string& msg, const std::string& want, const char* what) {
+    const bool ok = msg.find(want) != std::string::npos;
+    if (!ok) std::printf("%s: got message '%s', expected it to contain '%s'\n", what, msg.c_str(), want.c_str());
+    t.check(ok, what, !ok, 0);
+  };
+  expect_msg(message([] { hubmoe::parse_layout("row_major"); }),
+             "MoE: attribute 'layout' must be \"output_major\" or \"input_major\", got \"row_major\"",
+             "MoE bad layout value raises OpError naming the attribute");
+  expect_msg(message([] {
+               hubmoe::MoeArgs a;
+               a.k = 1;
+               a.glu = true;
+               a.layout = hubmoe::MoeLayout::input_major;
+               const int64_t x[] = {4, 8}, lg[] = {4, 2}, f1[] = {2, 12, 8}, f2[] = {2, 6, 8};  // fc1 output-major
+               hubmoe::moe_check(x, 2, lg, 2, f1, 3, nullptr, -1, f2, 3, nullptr, -1, a);
+             }),
+             "MoE: input 'fc1' has shape [2, 12, 8], expected [2, 8, 12] = [X, H, F1] (layout \"input_major\")",
+             "MoE input_major fc1 of the output-major shape raises OpError with the input-major shape");
+  expect_msg(message([] {
+               hubmoe::MoeArgs a;
+               a.k = 1;
+               a.layout = hubmoe::MoeLayout::input_major;
+               const int64_t x[] = {4, 8}, lg[] = {4, 2}, f1[] = {2, 8, 6}, f2[] = {2, 8, 6};  // fc2 output-major
+               hubmoe::moe_check(x, 2, lg, 2, f1, 3, nullptr, -1, f2, 3, nullptr, -1, a);
+             }),
+             "MoE: input 'fc2' has shape [2, 8, 6], expected [2, I, 8] = [X, I, H] (layout \"input_major\")",
+             "MoE input_major fc2 of the output-major shape raises OpError with the input-major shape");
+  {  // the same weights with the default layout pass
+    hubmoe::MoeArgs a;
+    a.k = 1;
+    const int64_t x[] = {4, 8}, lg[] = {4, 2}, f1[] = {2, 6, 8}, f2[] = {2, 8, 6};
+    const std::string msg = message([&] { hubmoe::moe_check(x, 2, lg, 2, f1, 3, nullptr, -1, f2, 3, nullptr, -1, a); });
+    const bool ok = msg == "(no error)" && a.I == 6 && a.F1 == 6 && a.H == 8;
+    t.check(ok, "MoE output_major shapes accepted by default", !ok, 0);
+  }
 }
 
 void test_half_conversion(Tally& t) {
@@ -274,6 +361,8 @@ int main() {
   test_moe(t, threads);
   test_moe_scap(t, serial);
   test_moe_scap(t, threads);
+  test_moe_input_major(t, serial);
+  test_moe_input_major(t, threads);
   test_sparse_linear_errors(t);
   test_sparse_linear(t, serial, kTolF32, kTolF16);
   test_sparse_linear(t, threads, kTolF32, kTolF16);

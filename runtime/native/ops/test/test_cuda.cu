@@ -2,7 +2,9 @@
 // the same random inputs in fp32 and fp16, and their timings at Jamba sizes. Needs a GPU; prints a report and exits
 // non-zero on any mismatch.
 //
-// usage: test_cuda [--quick]     (--quick: correctness on small shapes only, e.g. under compute-sanitizer)
+// usage: test_cuda [--quick | --input-major]
+//   --quick: correctness on small shapes only, e.g. under compute-sanitizer
+//   --input-major: only the MoE input-major checks and the input-major decode timing
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
@@ -293,6 +295,61 @@ void moe_scap_correctness(Tally& t, double& worst32, double& worst16) {
         }
 }
 
+// Input-major weights (layout = input_major, weights transposed by the test) on both paths against the CPU kernel
+// with the same weights: S = 1, 2, 5, 16 (the skinny path's sizes) and 40; fp32 and fp16; no masks (every weight
+// row is read) and both SCAP masks; odd H and I (the scalar path of the sparse kernel). `chunk` > 0 forces the
+// sparse kernel's K rows per block: 700 = one 512-row stage plus 188, 96 = many chunks.
+void moe_input_major_correctness(Tally& t, double& worst32, double& worst16) {
+  struct Cfg {
+    int64_t S, H, X, I;
+    int k;
+    const char* routing;
+    bool renorm;
+    const char* act;
+    bool glu, bias;
+    int chunk;
+  };
+  const Cfg cfgs[] = {
+      {1, 128, 8, 96, 2, "softmax", false, "silu", true, false, 0},
+      {2, 256, 16, 160, 1, "sigmoid", false, "gelu_erf", false, true, 0},
+      {5, 50, 6, 30, 2, "softmax", false, "silu", true, true, 0},
+      {16, 64, 4, 64, 3, "softmax", true, "gelu_tanh", true, true, 0},
+      {16, 77, 8, 45, 2, "sigmoid", false, "relu", false, false, 0},
+      {40, 128, 16, 96, 2, "softmax", false, "silu", true, false, 0},
+      {1, 1100, 4, 700, 1, "softmax", false, "silu", true, true, 0},
+      {5, 1100, 4, 700, 2, "softmax", false, "silu", true, true, 700},
+      {16, 1100, 8, 257, 2, "sigmoid", false, "gelu_erf", false, true, 96},
+  };
+  uint64_t seed = 1300;
+  for (DType dt : {DType::f32, DType::f16})
+    for (const Cfg& c : cfgs)
+      for (bool masks : {false, true})
+        for (hc::MoePath path : {hc::MoePath::skinny, hc::MoePath::gemm}) {
+          MoeProblem p0 = make_moe(c.S, c.H, c.X, c.I, c.k, c.routing, c.renorm, c.act, c.glu, c.bias, dt, DType::f32,
+                                   seed);
+          if (masks) add_scap(p0, true, true, seed, dt == DType::f16 ? 3e-3 : 1e-4);
+          ++seed;
+          const MoeProblem p = input_major(p0);
+          std::vector<double> want = moe_cpu_out(p.args());
+          MoeDev d(p);
+          Runner r;
+          r.r.set_input_major_chunk(c.chunk);
+          r.run(d.args, path);
+          CK(cudaDeviceSynchronize());
+          auto yh = d.y.host();
+          const double err = rel_err(read(yh.data(), want.size(), dt), want);
+          (dt == DType::f32 ? worst32 : worst16) = std::max(dt == DType::f32 ? worst32 : worst16, err);
+          char what[260];
+          std::snprintf(what, sizeof what,
+                        "CUDA MoE %s input_major path=%s S=%lld H=%lld X=%lld I=%lld k=%d %s renorm=%d %s glu=%d "
+                        "bias=%d%s chunk=%d",
+                        hubmoe::dtype_name(dt), hc::moe_path_name(r.r.resolve(d.args, path)), (long long)c.S,
+                        (long long)c.H, (long long)c.X, (long long)c.I, c.k, c.routing, c.renorm, c.act, c.glu, c.bias,
+                        masks ? " fc1_scap+fc2_scap" : "", c.chunk);
+          t.check_err(what, err, dt == DType::f32 ? 2e-5 : 5e-3);
+        }
+}
+
 // Deterministic pseudo-random fill on the device (the big weights would take long to make on the host).
 __global__ void fill_kernel(void* p, size_t n, int f16, uint64_t seed, float scale) {
   for (size_t i = blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x; i < n;
@@ -405,6 +462,148 @@ void moe_big(Tally& t) {
   CK(cudaStreamDestroy(s));
 }
 
+// [X, R, K] → [X, K, R] per expert (output-major weights to input-major), through 32×32 tiles in shared memory.
+template <typename T>
+__global__ void transpose_kernel(const T* in, T* out, int R, int K) {
+  __shared__ T tile[32][33];
+  const size_t base = static_cast<size_t>(blockIdx.z) * R * K;
+  const int k0 = blockIdx.x * 32, r0 = blockIdx.y * 32;
+  for (int i = threadIdx.y; i < 32; i += blockDim.y) {
+    const int r = r0 + i, k = k0 + threadIdx.x;
+    if (r < R && k < K) tile[i][threadIdx.x] = in[base + static_cast<size_t>(r) * K + k];
+  }
+  __syncthreads();
+  for (int i = threadIdx.y; i < 32; i += blockDim.y) {
+    const int k = k0 + i, r = r0 + threadIdx.x;
+    if (r < R && k < K) out[base + static_cast<size_t>(k) * R + r] = tile[threadIdx.x][i];
+  }
+}
+
+Dev transpose_experts_dev(const Dev& w, int64_t X, int64_t R, int64_t K) {
+  Dev out(w.bytes);
+  const dim3 grid(static_cast<unsigned>((K + 31) / 32), static_cast<unsigned>((R + 31) / 32), static_cast<unsigned>(X));
+  transpose_kernel<__half><<<grid, dim3(32, 8)>>>(w.as<__half>(), out.as<__half>(), static_cast<int>(R),
+                                                  static_cast<int>(K));
+  CK(cudaGetLastError());
+  return out;
+}
+
+// The quantile q of |v| (q in (0, 1)): the threshold that zeroes about that fraction of v.
+float abs_quantile(std::vector<float> v, double q) {
+  for (auto& x : v) x = std::fabs(x);
+  const size_t i = std::min(v.size() - 1, static_cast<size_t>(q * static_cast<double>(v.size())));
+  std::nth_element(v.begin(), v.begin() + i, v.end());
+  return v[i];
+}
+
+// Decode (S = 1) at Jamba's MoE sizes, fp16, top-2 SwiGLU: today's output-major skinny path against the input-major
+// sparse kernel, with no masks (dense: every weight row read) and with both SCAP masks at about 50 % and 40 % zeros
+// (mode 0; thresholds: quantiles of |x| for fc1_scap and of each routed expert's |h| for fc2_scap). Each input-major
+// result is compared with the output-major one of the same masks.
+void moe_input_major_timing(Tally& t) {
+  const int64_t H = 4096, I = 14336, X = 16, F1 = 2 * I, S = 1;
+  const DType dt = DType::f16;
+  const size_t ts = 2;
+  std::printf("MoE decode S=1, H=%lld I=%lld X=%lld top-2 softmax SwiGLU fp16: output-major skinny vs input-major "
+              "sparse skinny\n", (long long)H, (long long)I, (long long)X);
+  Dev fc1 = fill(static_cast<size_t>(X * F1 * H), dt, 1, 1.7f / 64.f);
+  Dev fc2 = fill(static_cast<size_t>(X * H * I), dt, 2, 1.7f / 120.f);
+  Dev fc1_im = transpose_experts_dev(fc1, X, F1, H);
+  Dev fc2_im = transpose_experts_dev(fc2, X, H, I);
+  Dev x = fill(static_cast<size_t>(S * H), dt, 11, 1.f);
+  Dev lg = fill(static_cast<size_t>(S * X), DType::f32, 21, 3.f);
+  Dev y_om(static_cast<size_t>(S * H) * ts), y_im(static_cast<size_t>(S * H) * ts);
+  CK(cudaDeviceSynchronize());
+  hubmoe::MoeArgs a;
+  a.S = S, a.H = H, a.X = X, a.I = I, a.F1 = F1, a.k = 2;
+  a.routing = hubmoe::Routing::softmax, a.renormalize = false, a.act = hubmoe::Activation::silu, a.glu = true;
+  a.dtype = dt, a.logits_dtype = DType::f32;
+  a.x = x.p, a.logits = lg.p;
+  hubmoe::MoeArgs om = a, im = a;
+  om.fc1 = fc1.p, om.fc2 = fc2.p, om.y = y_om.p;
+  im.fc1 = fc1_im.p, im.fc2 = fc2_im.p, im.y = y_im.p, im.layout = hubmoe::MoeLayout::input_major;
+
+  // The routed experts and, for the masks, x and each routed expert's h (from x masked with fc1_scap) on the host.
+  const auto lg_h = lg.host();
+  int idx[2];
+  float wts[2];
+  hubmoe::route_token(reinterpret_cast<const float*>(lg_h.data()), X, 2, a.routing, false, idx, wts);
+  const std::vector<double> xv = read(x.host().data(), static_cast<size_t>(H), dt);
+  const std::vector<float> xf(xv.begin(), xv.end());
+  const auto fc1_h = fc1.host();
+  auto hidden = [&](int e, float t1) {
+    std::vector<float> xs(xf);
+    for (auto& v : xs) v = std::fabs(v) > t1 ? v : 0.f;
+    std::vector<float> h(static_cast<size_t>(I));
+    const uint16_t* W = reinterpret_cast<const uint16_t*>(fc1_h.data()) + static_cast<size_t>(e) * F1 * H;
+    cpu_par().for_range(static_cast<size_t>(I), 256, [&](size_t i0, size_t i1) {
+      for (size_t i = i0; i < i1; ++i) {
+        float g = 0.f, u = 0.f;
+        const uint16_t* wg = W + i * H;
+        const uint16_t* wu = W + (static_cast<size_t>(I) + i) * H;
+        for (int64_t c = 0; c < H; ++c) {
+          if (xs[c] == 0.f) continue;
+          g += xs[c] * hubmoe::half_to_float(wg[c]);
+          u += xs[c] * hubmoe::half_to_float(wu[c]);
+        }
+        h[i] = g / (1.f + std::exp(-g)) * u;
+      }
+    });
+    return h;
+  };
+
+  Runner r_om, r_im;
+  cudaStream_t s;
+  CK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
+  const double wbytes = 2.0 * 3 * I * H * ts;  // two experts' weights
+  auto time_call = [&](Runner& r, const hubmoe::MoeArgs& args) {
+    r.run(args, hc::MoePath::skinny, s);
+    CK(cudaStreamSynchronize(s));
+    return time_us([&] { r.run(args, hc::MoePath::skinny, s); }, 5, 100, s);
+  };
+  const double t_om = time_call(r_om, om);
+  std::printf("  output-major skinny (no masks)        %8.1f us  %6.2f TB/s of %.0f MB\n", t_om, wbytes / t_om * 1e-6,
+              wbytes / 1e6);
+  {
+    const double t_im = time_call(r_im, im);
+    const double err = rel_err(read(y_im.host().data(), H, dt), read(y_om.host().data(), H, dt));
+    t.check_err("CUDA MoE big input_major S=1 no masks vs output_major", err, 5e-3);
+    std::printf("  input-major sparse (no masks, dense)  %8.1f us  %6.2f TB/s  speed-up %.2fx  err vs output-major %.1e\n",
+                t_im, wbytes / t_im * 1e-6, t_om / t_im, err);
+  }
+  for (double zeros : {0.5, 0.4}) {
+    const float t1 = abs_quantile(xf, zeros);
+    std::vector<float> sc1(static_cast<size_t>(2 * X), 0.f), sc2(static_cast<size_t>(2 * X), 0.f);
+    for (int64_t e = 0; e < X; ++e) sc1[2 * e + 1] = t1, sc2[2 * e + 1] = -1.f;
+    size_t kept1 = 0, kept2 = 0;
+    for (float v : xf) kept1 += std::fabs(v) > t1;
+    for (int j = 0; j < 2; ++j) {
+      const std::vector<float> h = hidden(idx[j], t1);
+      const float t2 = abs_quantile(h, zeros);
+      sc2[2 * idx[j] + 1] = t2;
+      for (float v : h) kept2 += std::fabs(v) > t2;
+    }
+    Dev s1 = dev(sc1), s2 = dev(sc2);
+    hubmoe::MoeArgs om_m = om, im_m = im;
+    om_m.fc1_scap = im_m.fc1_scap = s1.as<float>();
+    om_m.fc2_scap = im_m.fc2_scap = s2.as<float>();
+    const double t_om_m = time_call(r_om, om_m);
+    const double t_im_m = time_call(r_im, im_m);
+    // Loose: an element of h within an fp16 rounding of its threshold may be kept by one kernel and not the other.
+    const double err = rel_err(read(y_im.host().data(), H, dt), read(y_om.host().data(), H, dt));
+    char what[160];
+    std::snprintf(what, sizeof what, "CUDA MoE big input_major S=1 masks %.0f %% vs output_major (loose)", zeros * 100);
+    t.check_err(what, err, 5e-2);
+    const double f1 = 1.0 - double(kept1) / H, f2 = 1.0 - double(kept2) / (2.0 * I);
+    const double read_bytes = 2.0 * ts * H * (1.0 - f1) * F1 + 2.0 * ts * I * (1.0 - f2) * H;
+    std::printf("  masks ~%.0f %% zeros (fc1 input %.1f %%, fc2 input %.1f %% zero): output-major %8.1f us | "
+                "input-major %8.1f us (%.0f MB read, %.2f TB/s)  speed-up %.2fx  err vs output-major %.1e\n",
+                zeros * 100, f1 * 100, f2 * 100, t_om_m, t_im_m, read_bytes / 1e6, read_bytes / t_im_m * 1e-6,
+                t_om / t_im_m, err);
+  }
+  CK(cudaStreamDestroy(s));
+}
+
 // Bandwidth ceiling: a device-to-device copy.
 void copy_bandwidth() {
   const size_t n = size_t(2) << 30;
@@ -430,9 +629,17 @@ int main(int argc, char** argv) {
   std::printf("cuBLAS: %s\n", hc::cublas_available(&why) ? "loaded" : why.c_str());
   Tally t;
   double s32 = 0, s16 = 0, m32 = 0, m16 = 0;
+  if (argc > 1 && std::strcmp(argv[1], "--input-major") == 0) {
+    moe_input_major_correctness(t, m32, m16);
+    std::printf("max error vs CPU kernels: MoE input-major fp32 %.2e fp16 %.2e\n", m32, m16);
+    moe_input_major_timing(t);
+    std::printf("%s: %d passed, %d failed\n", t.failed ? "FAILED" : "ok", t.passed, t.failed);
+    return t.failed ? 1 : 0;
+  }
   scan_correctness(t, s32, s16);
   moe_correctness(t, m32, m16);
   moe_scap_correctness(t, m32, m16);
+  moe_input_major_correctness(t, m32, m16);
   double l32 = 0, l16 = 0;
   sparse_correctness(t, l32, l16);
   std::printf("max error vs CPU kernels: SparseLinear fp32 %.2e fp16 %.2e\n", l32, l16);
@@ -444,6 +651,7 @@ int main(int argc, char** argv) {
     scan_timing(DType::f16);
     scan_timing(DType::f32);
     moe_big(t);
+    moe_input_major_timing(t);
     sparse_timing();
   }
   std::printf("%s: %d passed, %d failed\n", t.failed ? "FAILED" : "ok", t.passed, t.failed);

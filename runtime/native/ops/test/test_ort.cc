@@ -183,38 +183,45 @@ void expect_error(Tally& t, const char* what, const std::string& needle, const s
 }
 
 // MoE with the SCAP masks (inputs 6 and 7, float32 [X, 2]) and both biases. mode 0: fc1_scap and fc2_scap present;
-// 1: fc1_scap absent (empty name) and fc2_scap present. Then a bad fc1_scap shape, reported at run.
-void moe_scap_case(Tally& t, DType dt, int mode) {
+// 1: fc1_scap absent (empty name) and fc2_scap present. Then a bad fc1_scap shape, reported at run. With
+// input_major (mode 0 only), the weights are given input-major (layout = "input_major"; fc1 [X, H, F1], fc2
+// [X, I, H]), and a bad layout value must fail the load.
+void moe_scap_case(Tally& t, DType dt, int mode, bool input_major_weights = false) {
   const int64_t S = 7, H = 32, X = 6, I = 24;
   const bool glu = mode == 0;
   const int k = mode == 0 ? 2 : 1;
   const char* routing = mode == 0 ? "softmax" : "sigmoid";
   const char* act = mode == 0 ? "silu" : "gelu_erf";
   const int64_t F1 = glu ? 2 * I : I;
-  MoeProblem p = make_moe(S, H, X, I, k, routing, false, act, glu, true, dt, DType::f32, 950 + mode);
-  add_scap(p, mode == 0, true, 960 + mode);
+  MoeProblem p0 = make_moe(S, H, X, I, k, routing, false, act, glu, true, dt, DType::f32, 950 + mode);
+  add_scap(p0, mode == 0, true, 960 + mode);
+  const MoeProblem p = input_major_weights ? input_major(p0) : p0;
+  const std::vector<int64_t> fc1_dims = input_major_weights ? std::vector<int64_t>{X, H, F1} : std::vector<int64_t>{X, F1, H};
+  const std::vector<int64_t> fc2_dims = input_major_weights ? std::vector<int64_t>{X, I, H} : std::vector<int64_t>{X, H, I};
   std::vector<std::string> in = {"x", "logits", "fc1", "b1", "fc2", "b2", mode == 0 ? "s1" : "", "s2"};
   std::vector<onnxw::Msg> inputs = {
-      onnxw::value_info("x", elem(dt), {-1, H}),     onnxw::value_info("logits", onnxw::FLOAT, {-1, X}),
-      onnxw::value_info("fc1", elem(dt), {X, F1, H}), onnxw::value_info("b1", elem(dt), {X, F1}),
-      onnxw::value_info("fc2", elem(dt), {X, H, I}),  onnxw::value_info("b2", elem(dt), {X, H}),
+      onnxw::value_info("x", elem(dt), {-1, H}),      onnxw::value_info("logits", onnxw::FLOAT, {-1, X}),
+      onnxw::value_info("fc1", elem(dt), fc1_dims),   onnxw::value_info("b1", elem(dt), {X, F1}),
+      onnxw::value_info("fc2", elem(dt), fc2_dims),   onnxw::value_info("b2", elem(dt), {X, H}),
       onnxw::value_info("s2", onnxw::FLOAT, {X, 2})};
   std::vector<Feed> feeds = {{"x", dt, {S, H}, p.x.data()},          {"logits", DType::f32, {S, X}, p.logits.data()},
-                             {"fc1", dt, {X, F1, H}, p.fc1.data()},    {"b1", dt, {X, F1}, p.fc1_bias.data()},
-                             {"fc2", dt, {X, H, I}, p.fc2.data()},     {"b2", dt, {X, H}, p.fc2_bias.data()},
+                             {"fc1", dt, fc1_dims, p.fc1.data()},      {"b1", dt, {X, F1}, p.fc1_bias.data()},
+                             {"fc2", dt, fc2_dims, p.fc2.data()},      {"b2", dt, {X, H}, p.fc2_bias.data()},
                              {"s2", DType::f32, {X, 2}, p.fc2_scap.data()}};
   if (mode == 0) {
     inputs.push_back(onnxw::value_info("s1", onnxw::FLOAT, {X, 2}));
     feeds.push_back({"s1", DType::f32, {X, 2}, p.fc1_scap.data()});
   }
-  const std::vector<onnxw::Attr> attrs = {onnxw::attr_i("k", k), onnxw::attr_s("routing", routing),
-                                          onnxw::attr_s("activation", act), onnxw::attr_i("glu", glu)};
+  std::vector<onnxw::Attr> attrs = {onnxw::attr_i("k", k), onnxw::attr_s("routing", routing),
+                                    onnxw::attr_s("activation", act), onnxw::attr_i("glu", glu)};
+  if (input_major_weights) attrs.push_back(onnxw::attr_s("layout", "input_major"));
   std::vector<onnxw::Msg> nodes = {onnxw::node("MoE", "ai.hubmoe", in, {"y_raw"}, attrs, "moe"),
                                    onnxw::node("Identity", "", {"y_raw"}, {"y"}, {}, "id")};
   std::vector<onnxw::Msg> outputs = {onnxw::value_info("y", elem(dt), {-1, H})};
   char what[200];
-  std::snprintf(what, sizeof what, "ORT MoE %s %s k=%d %s glu=%d bias=both %s", hubmoe::dtype_name(dt), routing, k, act,
-                glu, mode == 0 ? "fc1_scap+fc2_scap" : "fc2_scap only (fc1_scap empty name)");
+  std::snprintf(what, sizeof what, "ORT MoE %s %s k=%d %s glu=%d bias=both %s%s", hubmoe::dtype_name(dt), routing, k,
+                act, glu, mode == 0 ? "fc1_scap+fc2_scap" : "fc2_scap only (fc1_scap empty name)",
+                input_major_weights ? " layout=input_major" : "");
   try {
     Ort::Session sess = make_session(onnxw::model(nodes, inputs, outputs));
     auto out = run(sess, feeds, {"y"});
@@ -226,6 +233,24 @@ void moe_scap_case(Tally& t, DType dt, int mode) {
     t.failed++;
   }
   if (mode != 0 || dt != DType::f32) return;
+  if (input_major_weights) {
+    expect_error(t, "ORT MoE unknown layout is refused at load", "attribute 'layout' must be", [&] {
+      std::vector<onnxw::Attr> bad = attrs;
+      bad.back() = onnxw::attr_s("layout", "row_major");
+      make_session(onnxw::model({onnxw::node("MoE", "ai.hubmoe", in, {"y_raw"}, bad, "moe"), nodes[1]}, inputs, outputs),
+                   true);
+    });
+    expect_error(t, "ORT MoE input_major fc1 of the output-major shape is reported at run",
+                 "input 'fc1' has shape [6, 48, 32], expected [6, 32, 48] = [X, H, F1] (layout \"input_major\")", [&] {
+                   std::vector<onnxw::Msg> bad_inputs = inputs;
+                   bad_inputs[2] = onnxw::value_info("fc1", elem(dt), {X, F1, H});
+                   Ort::Session s = make_session(onnxw::model(nodes, bad_inputs, outputs), true);
+                   std::vector<Feed> bad = feeds;
+                   bad[2] = {"fc1", dt, {X, F1, H}, p0.fc1.data()};
+                   run(s, bad, {"y"}, true);
+                 });
+    return;
+  }
   expect_error(t, "ORT MoE fc1_scap of the wrong shape is reported at run", "'fc1_scap' must be [X, 2] = [6, 2]", [&] {
     std::vector<onnxw::Msg> bad_inputs = inputs;
     bad_inputs.back() = onnxw::value_info("s1", onnxw::FLOAT, {X - 1, 2});
@@ -345,6 +370,7 @@ int main(int argc, char** argv) {
   moe_scap_case(t, DType::f32, 0);
   moe_scap_case(t, DType::f32, 1);
   moe_scap_case(t, DType::f16, 0);
+  moe_scap_case(t, DType::f32, 0, true);
   for (DType dt : {DType::f32, DType::f16})
     for (bool bias : {false, true}) sparse_case(t, dt, bias);
   std::printf("%s: %d passed, %d failed\n", t.failed ? "FAILED" : "ok", t.passed, t.failed);
