@@ -10,6 +10,7 @@
 #   bash bench/run_h200.sh portable OUT # convert it (--target portable) and time it on the CUDA EP, via onnxruntime-node and via the native backend
 #   bash bench/run_h200.sh scap-period OUT      # a 2-expert copy of the period (same weights read per token at batch 1) and SCAP thresholds for 40 / 50 %
 #   bash bench/run_h200.sh scap-speed OUT S…    # fused fp16, dense (S = dense) or pruned at S (0.4, 0.5): batch-1 decode and prefill
+#   bash bench/run_h200.sh scap-ab OUT S…       # dense and pruned at each S, loaded together, batch-1 decode interleaved over 5 rounds
 #   bash bench/run_h200.sh scap-parity OUT CALIB [HELD]  # SCAP-pruned Brown models: fused on CUDA (fp32, fp16) vs the portable graph on the CPU
 set -euo pipefail
 step=$1
@@ -24,6 +25,17 @@ setup() {
   ln -sfn "$PWD/.devkit/nm/onnxruntime-common" node_modules/onnxruntime-common
   [ -d .devkit-extra/tokenizers ] && ln -sfn "$PWD/.devkit-extra/tokenizers" node_modules/@huggingface/tokenizers
   return 0
+}
+# The period (2 experts) converted to fused fp16, dense or with the SCAP thresholds for sparsity $1.
+scap_convert() {
+  [ -f "$work/period-x2/config.json" ] || python3 bench/jamba_period.py --out "$work/period-x2" --json "$out/period-x2.json" --experts 2 --skip-bench
+  if [ -f "$work/scap-$1/hubmoe.json" ]; then
+    :  # converted by an earlier call
+  elif [ "$1" = dense ]; then
+    node bench/speed.mjs --convert "$work/period-x2" --out "$work/scap-$1" --target fused --dtype fp16
+  else
+    node bench/scap-speed.mjs --checkpoint "$work/period-x2" --scap "${HUBMOE_SCAP_THRESHOLDS:-$out/scap-thresholds}/scap-$1.json" --out "$work/scap-$1"
+  fi
 }
 case "$step" in
   setup) setup ;;
@@ -56,17 +68,21 @@ case "$step" in
     setup
     shift 2
     for s in "$@"; do
-      if [ -f "$work/scap-$s/hubmoe.json" ]; then
-        :  # converted by an earlier call
-      elif [ "$s" = dense ]; then
-        node bench/speed.mjs --convert "$work/period-x2" --out "$work/scap-$s" --target fused --dtype fp16
-      else
-        node bench/scap-speed.mjs --checkpoint "$work/period-x2" --scap "${HUBMOE_SCAP_THRESHOLDS:-$out/scap-thresholds}/scap-$s.json" --out "$work/scap-$s"
-      fi
+      scap_convert "$s"
       node bench/speed.mjs --model "$work/scap-$s" --device cuda --backend native --batches 1 --label "hubmoe fused fp16, SCAP $s" --json "$out/scap-speed-$s.json"
       [ -z "${HUBMOE_BENCH_THREADS:-}" ] || node bench/speed.mjs --model "$work/scap-$s" --device cuda --backend native --batches 1 --threads "$HUBMOE_BENCH_THREADS" --label "hubmoe fused fp16, SCAP $s, $HUBMOE_BENCH_THREADS CPU threads" --json "$out/scap-speed-$s-t$HUBMOE_BENCH_THREADS.json"
       rm -rf "$work/scap-$s"
     done
+    ;;
+  scap-ab)
+    setup
+    shift 2
+    models=()
+    for s in dense "$@"; do
+      scap_convert "$s"
+      models+=("SCAP $s=$work/scap-$s")
+    done
+    node bench/decode-ab.mjs --rounds 5 --json "$out/decode-ab.json" "${models[@]}" | tee "$out/decode-ab.md"
     ;;
   scap-parity)
     setup

@@ -1,0 +1,59 @@
+#!/usr/bin/env node
+/**
+ * Batch-1 decode of several model dirs on the GPU, interleaved: every model is loaded at once, then
+ * `rounds` times each one decodes `steps` cached steps after a `prompt`-token prefill, in turn, so
+ * that drifts of the machine hit all of them alike. Prints each model's median ms/step over all
+ * steps of all rounds, and the ratio to the first model.
+ *
+ *   npm run build && node bench/decode-ab.mjs [--device cuda] [--rounds 5] [--steps 32] [--prompt 64] [--json FILE] LABEL=DIR …
+ */
+import { writeFile } from 'node:fs/promises';
+import { parseArgs } from 'node:util';
+import { loadModel } from '../dist/runtime/model.js';
+
+const { values, positionals } = parseArgs({
+  allowPositionals: true,
+  options: { device: { type: 'string', default: 'cuda' }, rounds: { type: 'string', default: '5' }, steps: { type: 'string', default: '32' }, prompt: { type: 'string', default: '64' }, json: { type: 'string' } },
+});
+const models = [];
+for (const p of positionals) {
+  const [label, dir] = p.includes('=') ? [p.slice(0, p.indexOf('=')), p.slice(p.indexOf('=') + 1)] : [p, p];
+  models.push({ label, dir, model: await loadModel(dir, { device: values.device }), times: [] });
+}
+let seed = 99;
+const rand = (V) => {
+  seed = (Math.imul(seed, 1664525) + 1013904223) >>> 0;
+  return 3 + (seed % (V - 3));
+};
+const steps = Number(values.steps);
+const P = Number(values.prompt);
+async function decode(m) {
+  const V = m.model.spec.vocab.size;
+  const prompt = [Array.from({ length: P }, () => rand(V))];
+  const stamps = [];
+  await m.model.generate(prompt, {
+    maxNewTokens: steps + 1,
+    ignoreEos: true,
+    onToken: () => {
+      stamps.push(performance.now());
+    },
+  });
+  const out = [];
+  for (let i = 1; i < stamps.length; i++) out.push(stamps[i] - stamps[i - 1]);
+  return out;
+}
+for (const m of models) await decode(m); // warm-up
+for (let r = 0; r < Number(values.rounds); r++) {
+  for (const m of models) m.times.push(...(await decode(m)));
+  process.stderr.write(`round ${r + 1}: ${models.map((m) => `${m.label} ${median(m.times.slice(-steps)).toFixed(2)} ms`).join(', ')}\n`);
+}
+function median(a) {
+  const s = [...a].sort((x, y) => x - y);
+  return s[Math.floor(s.length / 2)];
+}
+const base = median(models[0].times);
+const rows = models.map((m) => ({ label: m.label, msPerStep: median(m.times), steps: m.times.length, speedup: base / median(m.times) }));
+console.log('| model | decode, batch 1 (median ms/step) | vs first |\n| --- | --- | --- |');
+for (const r of rows) console.log(`| ${r.label} | ${r.msPerStep.toFixed(2)} (${r.steps} steps) | ${r.speedup.toFixed(2)}× |`);
+if (values.json) await writeFile(values.json, JSON.stringify(rows, null, 2));
+for (const m of models) await m.model.dispose();
