@@ -26,6 +26,7 @@
 #include <vector>
 
 #include "cublas_loader.h"
+#include "cuda_common.cuh"
 #include "cuda_ops.h"
 
 namespace hubmoe {
@@ -40,19 +41,6 @@ void cuda_check(cudaError_t e, const char* what) {
 constexpr int kMaxExperts = 256;  // 8 per lane in the router
 constexpr int kWarps = 8;         // warps per block in the expert kernels
 constexpr int kSkinnyRows = 2;    // output rows per warp in the skinny kernels
-
-__device__ __forceinline__ float to_f(float v) { return v; }
-__device__ __forceinline__ float to_f(__half v) { return __half2float(v); }
-template <typename T>
-__device__ __forceinline__ T from_f(float v);
-template <>
-__device__ __forceinline__ float from_f<float>(float v) {
-  return v;
-}
-template <>
-__device__ __forceinline__ __half from_f<__half>(float v) {
-  return __float2half_rn(v);
-}
 
 // SCAP: v = round_T(h) − mode; |v| > thr ? v : 0 (the caller stores round_T of the result). A NaN v is pruned.
 template <typename T>
@@ -246,30 +234,6 @@ struct SkinnyParams {
   const int *counts, *offsets, *active, *num_active;
   int K, R, wrows, I, act;
 };
-
-template <typename T, bool VEC>
-struct VecLoad {
-  static constexpr int V = VEC ? 16 / static_cast<int>(sizeof(T)) : 1;
-};
-
-template <typename T, bool VEC>
-__device__ __forceinline__ void load_vec(const T* ptr, float (&f)[VecLoad<T, VEC>::V]) {
-  if constexpr (!VEC) {
-    f[0] = to_f(__ldg(ptr));
-  } else if constexpr (sizeof(T) == 2) {
-    const uint4 u = __ldg(reinterpret_cast<const uint4*>(ptr));
-    const __half2* h = reinterpret_cast<const __half2*>(&u);
-#pragma unroll
-    for (int i = 0; i < 4; ++i) {
-      const float2 v = __half22float2(h[i]);
-      f[2 * i] = v.x;
-      f[2 * i + 1] = v.y;
-    }
-  } else {
-    const float4 u = __ldg(reinterpret_cast<const float4*>(ptr));
-    f[0] = u.x, f[1] = u.y, f[2] = u.z, f[3] = u.w;
-  }
-}
 
 // One tile of MT grouped rows (tokens) [m0, m0 + MT) of expert e against this warp's weight rows. Rows past cnt
 // repeat the last row and are not stored.
@@ -658,7 +622,6 @@ __global__ void combine_partials_kernel(const float* partial, int chunks, size_t
 // ─── host side ────────────────────────────────────────────────────────────────────────────────────────────────
 
 size_t align256(size_t v) { return (v + 255) & ~size_t(255); }
-bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15u) == 0; }
 
 // The input-major sparse kernel's K chunking for one projection (K inputs, R outputs). The chunk depends only on
 // the shapes (not on pointer alignment), so that the workspace size does not change with it.

@@ -152,6 +152,30 @@ struct OrtParallel : Parallel {
   }
 };
 
+// Device scratch for one call, from ORT's allocator for the memory of `like` (an input). Freed when the call
+// returns, while the kernels may still run: ORT's device arena hands the block out again only to work queued after
+// them on the same compute stream.
+struct Scratch {
+  OrtAllocator* alloc = nullptr;
+  void* p = nullptr;
+  Scratch(OrtKernelContext* ctx, const OrtValue* like, size_t bytes, const char* op) {
+    const OrtMemoryInfo* mem = nullptr;
+    check(api().GetTensorMemoryInfo(like, &mem));
+    check(api().KernelContext_GetAllocator(ctx, mem, &alloc));
+    if (bytes) p = alloc->Alloc(alloc, bytes);
+    if (bytes && !p) {
+      api().ReleaseAllocator(alloc);
+      throw OpError(std::string(op) + ": could not allocate " + std::to_string(bytes) + " bytes of scratch");
+    }
+  }
+  ~Scratch() {
+    if (p) alloc->Free(alloc, p);
+    api().ReleaseAllocator(alloc);
+  }
+  Scratch(const Scratch&) = delete;
+  Scratch& operator=(const Scratch&) = delete;
+};
+
 template <typename F>
 OrtStatusPtr guarded(const char* op, F&& fn) noexcept {
   try {
@@ -358,21 +382,7 @@ struct MoeKernel {
         check(api().KernelContext_GetGPUComputeStream(ctx, &stream));
         const cuda::MoePath p = runner->resolve(a, path);
         const size_t bytes = runner->workspace_bytes(a, p);
-        const OrtMemoryInfo* mem = nullptr;
-        check(api().GetTensorMemoryInfo(x.value, &mem));
-        OrtAllocator* alloc = nullptr;
-        check(api().KernelContext_GetAllocator(ctx, mem, &alloc));
-        struct Scratch {
-          OrtAllocator* alloc;
-          void* p;
-          ~Scratch() {
-            // Freed while the kernels may still run: ORT's device arena hands the block out again only to work
-            // queued after them on the same compute stream.
-            if (p) alloc->Free(alloc, p);
-            api().ReleaseAllocator(alloc);
-          }
-        } scratch{alloc, bytes ? alloc->Alloc(alloc, bytes) : nullptr};
-        if (bytes && !scratch.p) throw OpError("MoE: could not allocate " + std::to_string(bytes) + " bytes of scratch");
+        Scratch scratch(ctx, x.value, bytes, "MoE");
         runner->run(a, scratch.p, bytes, stream, p);
 #endif
       }
@@ -460,20 +470,7 @@ struct SparseKernel {
         check(api().KernelContext_GetGPUComputeStream(ctx, &stream));
         const cuda::SparsePath p = runner->resolve(a, path);
         const size_t bytes = runner->workspace_bytes(a, p);
-        const OrtMemoryInfo* mem = nullptr;
-        check(api().GetTensorMemoryInfo(x.value, &mem));
-        OrtAllocator* alloc = nullptr;
-        check(api().KernelContext_GetAllocator(ctx, mem, &alloc));
-        struct Scratch {
-          OrtAllocator* alloc;
-          void* p;
-          ~Scratch() {
-            if (p) alloc->Free(alloc, p);  // safe: see MoE above
-            api().ReleaseAllocator(alloc);
-          }
-        } scratch{alloc, bytes ? alloc->Alloc(alloc, bytes) : nullptr};
-        if (bytes && !scratch.p)
-          throw OpError("SparseLinear: could not allocate " + std::to_string(bytes) + " bytes of scratch");
+        Scratch scratch(ctx, x.value, bytes, "SparseLinear");
         runner->run(a, scratch.p, bytes, stream, p);
 #endif
       }

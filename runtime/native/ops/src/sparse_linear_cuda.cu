@@ -15,6 +15,7 @@
 #include <string>
 
 #include "cublas_loader.h"
+#include "cuda_common.cuh"
 #include "sparse_linear.h"
 
 namespace hubmoe {
@@ -34,45 +35,7 @@ constexpr int kGroup = 4;           // tokens per block, at most
 constexpr int kUnroll = 8;          // weight rows in flight per warp
 constexpr int kSparseMaxTokens = 4; // automatic: sparse up to this many tokens
 
-__device__ __forceinline__ float to_f(float v) { return v; }
-__device__ __forceinline__ float to_f(__half v) { return __half2float(v); }
-template <typename T>
-__device__ __forceinline__ T from_f(float v);
-template <>
-__device__ __forceinline__ float from_f<float>(float v) {
-  return v;
-}
-template <>
-__device__ __forceinline__ __half from_f<__half>(float v) {
-  return __float2half_rn(v);
-}
-
-template <typename T, bool VEC>
-struct Vec {
-  static constexpr int V = VEC ? 16 / static_cast<int>(sizeof(T)) : 1;
-};
-
-template <typename T, bool VEC>
-__device__ __forceinline__ void load_w(const T* ptr, float (&f)[Vec<T, VEC>::V]) {
-  if constexpr (!VEC) {
-    f[0] = to_f(__ldg(ptr));
-  } else if constexpr (sizeof(T) == 2) {
-    const uint4 u = __ldg(reinterpret_cast<const uint4*>(ptr));
-    const __half2* h = reinterpret_cast<const __half2*>(&u);
-#pragma unroll
-    for (int i = 0; i < 4; ++i) {
-      const float2 v = __half22float2(h[i]);
-      f[2 * i] = v.x;
-      f[2 * i + 1] = v.y;
-    }
-  } else {
-    const float4 u = __ldg(reinterpret_cast<const float4*>(ptr));
-    f[0] = u.x, f[1] = u.y, f[2] = u.z, f[3] = u.w;
-  }
-}
-
 int grid_for(size_t n) { return static_cast<int>(std::max<size_t>(1, std::min<size_t>((n + 255) / 256, 132 * 8))); }
-bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15u) == 0; }
 
 struct SparseParams {
   const void* x;
@@ -85,7 +48,7 @@ struct SparseParams {
 // G: tokens per block (1, 2 or 4; the grid's z covers S in groups of G).
 template <typename T, bool VEC, int G>
 __global__ void __launch_bounds__(kThreads) sparse_kernel(SparseParams p) {
-  constexpr int V = Vec<T, VEC>::V;
+  constexpr int V = VecLoad<T, VEC>::V;
   constexpr int TN = 32 * V;
   __shared__ float xs[G][kMaxChunk];
   __shared__ int idx[kMaxChunk];
@@ -145,7 +108,7 @@ __global__ void __launch_bounds__(kThreads) sparse_kernel(SparseParams p) {
 #pragma unroll
       for (int u = 0; u < kUnroll; ++u) r[u] = idx[i + u * kWarps];
 #pragma unroll
-      for (int u = 0; u < kUnroll; ++u) load_w<T, VEC>(W + static_cast<size_t>(r[u]) * p.N, w[u]);
+      for (int u = 0; u < kUnroll; ++u) load_vec<T, VEC>(W + static_cast<size_t>(r[u]) * p.N, w[u]);
 #pragma unroll
       for (int u = 0; u < kUnroll; ++u)
 #pragma unroll
@@ -158,7 +121,7 @@ __global__ void __launch_bounds__(kThreads) sparse_kernel(SparseParams p) {
     for (; i < kept; i += kWarps) {
       const int r = idx[i];
       float w[V];
-      load_w<T, VEC>(W + static_cast<size_t>(r) * p.N, w);
+      load_vec<T, VEC>(W + static_cast<size_t>(r) * p.N, w);
 #pragma unroll
       for (int s = 0; s < G; ++s) {
         const float a = xs[s][r];
