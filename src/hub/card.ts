@@ -173,7 +173,7 @@ export function renderModelCard(spec: ModelSpec, opts: ModelCardOptions): string
   const params = active !== total ? `${formatCount(total)} parameters, ${formatCount(active)} active per token` : `${formatCount(total)} parameters`;
   const targetText =
     target === 'fused'
-      ? '`fused`: uses hubmoe\'s own `ai.hubmoe` operators (SelectiveScan, MoE); runs through hubmoe\'s native backend, not stock ONNX Runtime'
+      ? `\`fused\`: uses hubmoe's own \`ai.hubmoe\` operators (SelectiveScan, MoE${spec.scap ? ', SparseLinear' : ''}); runs through hubmoe's native backend, not stock ONNX Runtime`
       : '`portable`: ONNX Runtime built-in operators only; runs on stock onnxruntime-node, onnxruntime-web and transformers.js';
   const dtypeText = dtypes.map((d) => `${d} (\`${d === 'fp16' ? 'onnx/model_fp16.onnx' : 'onnx/model.onnx'}\`)`).join(', ');
 
