@@ -14,6 +14,13 @@ enum class DType { f32, f16 };
 inline const char* dtype_name(DType t) { return t == DType::f32 ? "float32" : "float16"; }
 inline size_t dtype_size(DType t) { return t == DType::f32 ? 4 : 2; }
 
+// "[2, 3, 8]": a shape for error messages.
+inline std::string dims_str(const int64_t* d, int rank) {
+  std::string s = "[";
+  for (int i = 0; i < rank; ++i) s += (i ? ", " : "") + std::to_string(d[i]);
+  return s + "]";
+}
+
 // Bad input (shapes, attributes, types): the message names the op and what is wrong.
 struct OpError : std::runtime_error {
   explicit OpError(const std::string& m) : std::runtime_error(m) {}

@@ -8,11 +8,7 @@ namespace hubmoe {
 
 namespace {
 
-std::string dims_str(const ShapeRef& s) {
-  std::string r = "[";
-  for (int i = 0; i < s.rank; ++i) r += (i ? ", " : "") + std::to_string(s.dims[i]);
-  return r + "]";
-}
+std::string dims_str(const ShapeRef& s) { return hubmoe::dims_str(s.dims, s.rank); }
 
 void expect(const ShapeRef& s, const char* name, std::initializer_list<int64_t> want) {
   bool ok = s.rank == static_cast<int>(want.size());
