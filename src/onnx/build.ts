@@ -35,10 +35,18 @@ export interface BuildOptions {
   options?: Record<string, string | number | boolean>;
   /** SCAP lowering (the calibration graph); a pruned spec's own sites are used otherwise. */
   scap?: ScapLowering;
+  /**
+   * Only blocks [from, to) (SCAP calibration, one block at a time): the graph takes `input_ids` when
+   * `from` is 0 and `hidden_in` [batch_size, sequence_length, hidden] otherwise, declares the caches of
+   * those blocks only, and returns the residual stream after them as `hidden_out` instead of logits.
+   */
+  range?: { from: number; to: number };
 }
 
 /** Cache tensors of one block as the graph declares them. */
 export interface CacheSpec {
+  /** The block it belongs to. */
+  block: number;
   input: string;
   output: string;
   /** Shape with `batch_size` and, for KV caches, a past/total length dim. */
@@ -50,12 +58,12 @@ export function cacheSpecs(spec: ModelSpec, target: ExportTarget = 'portable'): 
   spec.blocks.forEach((b, j) => {
     const op = b.op;
     if (op.kind === 'mamba') {
-      out.push({ input: `past_conv.${j}`, output: `present_conv.${j}`, shape: ['batch_size', op.d_inner, op.d_conv - 1], fp32: false });
+      out.push({ block: j, input: `past_conv.${j}`, output: `present_conv.${j}`, shape: ['batch_size', op.d_inner, op.d_conv - 1], fp32: false });
       // The fused scan keeps its state in fp32 whatever the model dtype.
-      out.push({ input: `past_ssm.${j}`, output: `present_ssm.${j}`, shape: ['batch_size', op.d_inner, op.d_state], fp32: target === 'fused' });
+      out.push({ block: j, input: `past_ssm.${j}`, output: `present_ssm.${j}`, shape: ['batch_size', op.d_inner, op.d_state], fp32: target === 'fused' });
     } else if (op.kind === 'attention') {
       for (const kv of ['key', 'value']) {
-        out.push({ input: `past_key_values.${j}.${kv}`, output: `present.${j}.${kv}`, shape: ['batch_size', op.kv_heads, 'past_sequence_length', op.head_dim], fp32: false });
+        out.push({ block: j, input: `past_key_values.${j}.${kv}`, output: `present.${j}.${kv}`, shape: ['batch_size', op.kv_heads, 'past_sequence_length', op.head_dim], fp32: false });
       }
     }
   });
@@ -65,13 +73,16 @@ export function cacheSpecs(spec: ModelSpec, target: ExportTarget = 'portable'): 
 export function buildGraph(spec: ModelSpec, tensors: CanonicalTensors, opts: BuildOptions): GraphBuilder {
   const g = new GraphBuilder(opts.dtype);
   const F = g.floatType;
-  const ids = g.input('input_ids', TensorDataType.INT64, ['batch_size', 'sequence_length']);
+  const range = opts.range ?? { from: 0, to: spec.blocks.length };
+  const inRange = (j: number): boolean => j >= range.from && j < range.to;
+  const ids = range.from === 0 ? g.input('input_ids', TensorDataType.INT64, ['batch_size', 'sequence_length']) : undefined;
+  const hiddenIn = ids ? undefined : g.input('hidden_in', F, ['batch_size', 'sequence_length', spec.hidden]);
   const mask = g.input('attention_mask', TensorDataType.INT64, ['batch_size', 'total_sequence_length']);
-  const caches = cacheSpecs(spec, opts.target);
+  const caches = cacheSpecs(spec, opts.target).filter((c) => inRange(c.block));
   for (const c of caches) g.input(c.input, c.fp32 ? TensorDataType.FLOAT : F, c.shape);
 
   // The current positions' mask, [B, T, 1], in the float type.
-  const seqLen = g.op('Shape', [ids], { start: 1, end: 2 });
+  const seqLen = g.op('Shape', [ids ?? hiddenIn!], { start: 1, end: 2 });
   const maskCur = g.scope('mask', () => {
     const maskF = g.op('Cast', [mask], { to: F });
     const cur = g.op('Slice', [maskF, g.op('Neg', [seqLen]), g.ints([Number.MAX_SAFE_INTEGER]), g.ints([1])]);
@@ -85,7 +96,7 @@ export function buildGraph(spec: ModelSpec, tensors: CanonicalTensors, opts: Bui
     const sites = Object.fromEntries(Object.entries(spec.scap.sites).map(([k, v]) => [k, { mode: v.mode, threshold: v.threshold }]));
     ctx.scap = { kind: 'pruned', sites, registered: [] };
   }
-  if (spec.blocks.some((b) => b.op.kind === 'attention')) {
+  if (spec.blocks.some((b, j) => inRange(j) && b.op.kind === 'attention')) {
     ctx.attnBias = g.scope('attn_bias', () => {
       // allowed[b, i, s] = mask[b, s] && s <= past + i, as fp32 0 / -max, shaped [B, 1, 1, T, S].
       const total = g.op('Shape', [mask], { start: 1, end: 2 });
@@ -100,8 +111,9 @@ export function buildGraph(spec: ModelSpec, tensors: CanonicalTensors, opts: Bui
     });
   }
 
-  let h = g.scope('embed', () => g.op('Gather', [weight(ctx, 'embed.weight'), ids], { axis: 0 }));
+  let h = ids ? g.scope('embed', () => g.op('Gather', [weight(ctx, 'embed.weight'), ids], { axis: 0 })) : hiddenIn!;
   spec.blocks.forEach((block, j) => {
+    if (!inRange(j)) return;
     g.scope(`blocks.${j}`, () => {
       const n = lowerNorm(ctx, h, `blocks.${j}.norm`, block.norm);
       const op = block.op;
@@ -133,6 +145,10 @@ export function buildGraph(spec: ModelSpec, tensors: CanonicalTensors, opts: Bui
     });
   });
 
+  if (opts.range) {
+    g.output('hidden_out', h, F, ['batch_size', 'sequence_length', spec.hidden]);
+    return g;
+  }
   let logits = g.scope('head', () => {
     const n = lowerNorm(ctx, h, 'final_norm', spec.final_norm);
     let out: string;
@@ -140,7 +156,7 @@ export function buildGraph(spec: ModelSpec, tensors: CanonicalTensors, opts: Bui
       // Gemm with transB reads the embedding matrix in place, so tied weights are stored once.
       const flat = g.op('Reshape', [n, g.ints([-1, spec.hidden])]);
       const prod = g.op('Gemm', [flat, weight(ctx, 'embed.weight')], { transB: 1 });
-      const shape = g.op('Concat', [g.op('Shape', [ids]), g.ints([spec.vocab.padded_size])], { axis: 0 });
+      const shape = g.op('Concat', [g.op('Shape', [ids!]), g.ints([spec.vocab.padded_size])], { axis: 0 });
       out = g.op('Reshape', [prod, shape]);
     } else {
       out = g.op('MatMul', [n, transposed(ctx, 'lm_head.weight')]);

@@ -136,6 +136,13 @@ async function siteWeights(tensors: CanonicalTensors, names: string[]): Promise<
   return concat(blocks);
 }
 
+/** Every site of the model's graph, in graph order (building the calibration graph without writing it). */
+function sitesOfModel(spec: ModelSpec, tensors: CanonicalTensors): ScapLowering['registered'] {
+  const lowering: ScapLowering = { kind: 'calibrate', sites: {}, registered: [] };
+  buildGraph(spec, tensors, { dtype: 'fp32', target: 'portable', options: spec.export?.options, scap: lowering });
+  return lowering.registered;
+}
+
 function concat(parts: Float32Array[]): Float32Array {
   const data = new Float32Array(parts.reduce((a, p) => a + p.length, 0));
   let off = 0;
@@ -229,64 +236,93 @@ export async function prune(modelDir: string, opts: PruneOptions): Promise<Prune
     const { spec } = opened;
     delete spec.scap;
     spec.export = { ...dense.export, target: 'portable', dtypes: dense.export?.dtypes ?? ['fp32'], hubmoe_version: VERSION };
-    // 1. The calibration graph.
-    const lowering: ScapLowering = { kind: 'calibrate', sites: {}, registered: [] };
-    const g = buildGraph(spec, opened.tensors, { dtype: 'fp32', target: 'portable', options: spec.export.options, scap: lowering });
-    await writeOnnx(g, work, 'calibrate', { fileOrder: opened.checkpoint.files, prepare: (f) => opened.checkpoint.prepare(f), producerVersion: VERSION });
-    const session = await ort.InferenceSession.create(join(work, 'calibrate.onnx'), opts.threads ? { intraOpNumThreads: opts.threads } : {});
-    const sites = lowering.registered.filter((r) => targets[r.type] > 0);
+    // 1–2. Calibration, one block at a time: each block's graph (calibration form: every site's mode and
+    // threshold are inputs, its raw input an output) runs on the residual stream that the blocks before it,
+    // already pruned, produced for every calibration window. Per block: one run per stage (its input sites, then
+    // its inner ones), each on inputs pruned upstream, then one run with all its thresholds for the stream the
+    // next block reads — so the cost grows linearly with depth. TEAL: one run per block on the dense stream.
     const values = new Map<string, Calibrated>();
-    const feedsFor = (rows: number[][]): Record<string, ort.Tensor> => {
-      const B = rows.length;
-      const feeds: Record<string, ort.Tensor> = {
-        input_ids: new ort.Tensor('int64', BigInt64Array.from(rows.flat(), (v) => BigInt(v)), [B, window]),
-        attention_mask: new ort.Tensor('int64', new BigInt64Array(B * window).fill(1n), [B, window]),
-      };
-      for (const c of cacheSpecs(spec)) {
-        const shape = c.shape.map((d) => (typeof d === 'number' ? d : d === 'batch_size' ? B : 0));
-        feeds[c.input] = new ort.Tensor('float32', new Float32Array(shape.reduce((a, b) => a * b, 1)), shape);
-      }
-      for (const r of lowering.registered) {
-        const v = method === 'teal' ? undefined : values.get(r.site);
-        feeds[scapModeInput(r.site)] = new ort.Tensor('float32', Float32Array.of(v?.mode ?? 0), []);
-        feeds[scapThresholdInput(r.site)] = new ort.Tensor('float32', Float32Array.of(v?.threshold ?? -1), []);
-      }
-      return feeds;
-    };
-    /** Runs every calibration window, collecting the inputs of `stage` sites. */
-    const collect = async (stage: typeof sites): Promise<Map<string, { data: Float32Array; cols: number }>> => {
-      const chunks = new Map<string, Float32Array[]>(stage.map((s) => [s.site, []]));
-      const cols = new Map<string, number>();
-      for (let w0 = 0; w0 < windows; w0 += 8) {
-        const rows: number[][] = [];
-        for (let w = w0; w < Math.min(windows, w0 + 8); w++) rows.push(ids.slice(w * window, (w + 1) * window));
-        const out = await session.run(feedsFor(rows), stage.map((s) => scapInput(s.site)));
-        for (const s of stage) {
-          const t = out[scapInput(s.site)]!;
-          chunks.get(s.site)!.push(t.data as Float32Array);
-          cols.set(s.site, t.dims[t.dims.length - 1] ?? 0);
-        }
-      }
-      return new Map([...chunks].map(([site, parts]) => [site, { data: concat(parts), cols: cols.get(site) ?? 0 }]));
-    };
-    // 2. Sequential calibration (TEAL: one pass on the dense model).
-    const stages = new Map<string, typeof sites>();
-    for (const s of sites) {
-      const key = method === 'teal' ? 'all' : stageOf(s.site, s.type);
-      stages.set(key, [...(stages.get(key) ?? []), s]);
+    const registered: ScapLowering['registered'] = [];
+    const batches: number[][][] = [];
+    for (let w0 = 0; w0 < windows; w0 += 8) {
+      const rows: number[][] = [];
+      for (let w = w0; w < Math.min(windows, w0 + 8); w++) rows.push(ids.slice(w * window, (w + 1) * window));
+      batches.push(rows);
     }
+    let stream: ort.Tensor[] | undefined; // hidden_in per batch; undefined before block 0 (input_ids)
+    const countSites = sitesOfModel(spec, opened.tensors).filter((r) => targets[r.type] > 0).length;
     let done = 0;
-    for (const stage of stages.values()) {
-      const inputs = await collect(stage);
-      for (const s of stage) {
-        const x = inputs.get(s.site)!;
-        const weights = async (): Promise<Float32Array> => siteWeights(opened.tensors, s.weights);
-        values.set(s.site, await calibrateSite(x.data, x.cols, targets[s.type], center, weights));
+    for (let j = 0; j < spec.blocks.length; j++) {
+      const lowering: ScapLowering = { kind: 'calibrate', sites: {}, registered: [] };
+      const g = buildGraph(spec, opened.tensors, { dtype: 'fp32', target: 'portable', options: spec.export.options, scap: lowering, range: { from: j, to: j + 1 } });
+      registered.push(...lowering.registered);
+      const name = `block${j}`;
+      await writeOnnx(g, work, name, { fileOrder: opened.checkpoint.files, prepare: (f) => opened.checkpoint.prepare(f), producerVersion: VERSION });
+      const session = await ort.InferenceSession.create(join(work, `${name}.onnx`), opts.threads ? { intraOpNumThreads: opts.threads } : {});
+      try {
+        const feedsFor = (b: number): Record<string, ort.Tensor> => {
+          const rows = batches[b]!;
+          const B = rows.length;
+          const feeds: Record<string, ort.Tensor> = {
+            attention_mask: new ort.Tensor('int64', new BigInt64Array(B * window).fill(1n), [B, window]),
+          };
+          if (stream) feeds.hidden_in = stream[b]!;
+          else feeds.input_ids = new ort.Tensor('int64', BigInt64Array.from(rows.flat(), (v) => BigInt(v)), [B, window]);
+          for (const c of cacheSpecs(spec).filter((c) => c.block === j)) {
+            const shape = c.shape.map((d) => (typeof d === 'number' ? d : d === 'batch_size' ? B : 0));
+            feeds[c.input] = new ort.Tensor('float32', new Float32Array(shape.reduce((x, y) => x * y, 1)), shape);
+          }
+          for (const r of lowering.registered) {
+            const v = method === 'teal' ? undefined : values.get(r.site);
+            feeds[scapModeInput(r.site)] = new ort.Tensor('float32', Float32Array.of(v?.mode ?? 0), []);
+            feeds[scapThresholdInput(r.site)] = new ort.Tensor('float32', Float32Array.of(v?.threshold ?? -1), []);
+          }
+          return feeds;
+        };
+        /** Runs every batch; returns the inputs of `stage` sites, and the block's output when `next`. */
+        const run = async (stage: ScapLowering['registered'], next: boolean): Promise<{ inputs: Map<string, { data: Float32Array; cols: number }>; out: ort.Tensor[] }> => {
+          const chunks = new Map<string, Float32Array[]>(stage.map((s) => [s.site, []]));
+          const cols = new Map<string, number>();
+          const out: ort.Tensor[] = [];
+          for (let b = 0; b < batches.length; b++) {
+            const res = await session.run(feedsFor(b), [...stage.map((s) => scapInput(s.site)), ...(next ? ['hidden_out'] : [])]);
+            for (const s of stage) {
+              const t = res[scapInput(s.site)]!;
+              chunks.get(s.site)!.push(t.data as Float32Array);
+              cols.set(s.site, t.dims[t.dims.length - 1] ?? 0);
+            }
+            if (next) out.push(res.hidden_out!);
+          }
+          return { inputs: new Map([...chunks].map(([site, parts]) => [site, { data: concat(parts), cols: cols.get(site) ?? 0 }])), out };
+        };
+        const calibrate = async (stage: ScapLowering['registered'], inputs: Map<string, { data: Float32Array; cols: number }>): Promise<void> => {
+          for (const s of stage) {
+            const x = inputs.get(s.site)!;
+            const weights = async (): Promise<Float32Array> => siteWeights(opened.tensors, s.weights);
+            values.set(s.site, await calibrateSite(x.data, x.cols, targets[s.type], center, weights));
+          }
+          done += stage.length;
+          if (stage.length) log.progress?.('calibrating sites', done, countSites);
+        };
+        const own = lowering.registered.filter((r) => targets[r.type] > 0);
+        if (method === 'teal') {
+          const r = await run(own, true);
+          await calibrate(own, r.inputs);
+          stream = r.out;
+        } else {
+          for (const inner of [false, true]) {
+            const stage = own.filter((s) => stageOf(s.site, s.type).endsWith(inner ? '.1' : '.0'));
+            if (stage.length) await calibrate(stage, (await run(stage, false)).inputs);
+          }
+          stream = (await run([], true)).out;
+        }
+      } finally {
+        await session.release();
+        await rm(join(work, `${name}.onnx`), { force: true });
+        await rm(join(work, `${name}.onnx_data`), { force: true });
       }
-      done += stage.length;
-      log.progress?.('calibrating sites', done, sites.length);
     }
-    await session.release();
+    const sites = registered.filter((r) => targets[r.type] > 0);
     // 3. The pruned model dir.
     const siteSpecs: Record<string, ScapSiteSpec> = {};
     for (const s of sites) {
