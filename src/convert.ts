@@ -22,7 +22,7 @@ import { buildGraph } from './onnx/build.js';
 import type { FloatDType } from './onnx/graph.js';
 import type { ExportTarget } from './onnx/lower/context.js';
 import { moeLowering } from './onnx/lower/moe.js';
-import { writeOnnx } from './onnx/export.js';
+import { writeOnnx, writeOnnxSharing } from './onnx/export.js';
 import { checkCanonical } from './schema/canonical.js';
 import type { CanonicalTensors } from './schema/canonical.js';
 import type { Activation, Family, ModelSpec } from './schema/spec.js';
@@ -310,7 +310,11 @@ export async function writeModelDir(opened: OpenedSource, outDir: string, opts: 
         metadata: { 'hubmoe.family': spec.family, 'hubmoe.schema': spec.schema },
       });
       log.info(`wrote onnx/${o.name}.onnx (${g.nodes.length} nodes, ${written.initializers} weights, ${(written.dataBytes / 2 ** 20).toFixed(1)} MiB external data)`);
-      files.push(`onnx/${o.name}.onnx`, `onnx/${o.name}.onnx_data`);
+      // The static-cache graph over the same weights (hubmoe's runtime; CUDA graphs of the decode step).
+      const gs = buildGraph(spec, opened.tensors, { dtype: o.dtype, target: opts.target, options: spec.export.options, staticCache: true });
+      await writeOnnxSharing(gs, g, join(tmp, 'onnx'), `${o.name}_static`, o.name, { producerVersion: VERSION, metadata: { 'hubmoe.family': spec.family, 'hubmoe.schema': spec.schema, 'hubmoe.graph': 'static-cache' } });
+      log.info(`wrote onnx/${o.name}_static.onnx (static-cache graph, ${gs.nodes.length} nodes, weights shared with onnx/${o.name}.onnx_data)`);
+      files.push(`onnx/${o.name}.onnx`, `onnx/${o.name}.onnx_data`, `onnx/${o.name}_static.onnx`);
     }
     await writeFile(join(tmp, 'config.json'), JSON.stringify(modelDirConfig(spec, opened.config.config, outputs.map((o) => o.dtype)), null, 2) + '\n');
     files.push('config.json');

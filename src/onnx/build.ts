@@ -14,7 +14,7 @@
  */
 import type { CanonicalTensors } from '../schema/canonical.js';
 import type { ModelSpec } from '../schema/spec.js';
-import { GraphBuilder } from './graph.js';
+import { GraphBuilder, MS_DOMAIN } from './graph.js';
 import type { FloatDType } from './graph.js';
 import { HubmoeError } from '../errors.js';
 import { TensorDataType } from './proto.js';
@@ -41,6 +41,15 @@ export interface BuildOptions {
    * those blocks only, and returns the residual stream after them as `hidden_out` instead of logits.
    */
   range?: { from: number; to: number };
+  /**
+   * The static-cache graph (`onnx/<name>_static.onnx`): KV caches are fixed buffers
+   * [batch_size, kv_heads, max_length, head_dim] written at the slots `cache_position` names, the mask
+   * covers the whole buffer ([batch_size, max_length]: 1 for a real token in that slot, 0 for padding
+   * and slots not written yet), and no value's shape depends on how many tokens came before. One
+   * graph serves prefill and decode; its decode step has fixed shapes, so it can be captured as a CUDA
+   * graph. Same weights, in the same order, as the dynamic graph: it shares that graph's external data.
+   */
+  staticCache?: boolean;
 }
 
 /** Cache tensors of one block as the graph declares them. */
@@ -53,7 +62,7 @@ export interface CacheSpec {
   shape: Array<number | string>;
 }
 
-export function cacheSpecs(spec: ModelSpec, target: ExportTarget = 'portable'): Array<CacheSpec & { fp32: boolean }> {
+export function cacheSpecs(spec: ModelSpec, target: ExportTarget = 'portable', staticCache = false): Array<CacheSpec & { fp32: boolean }> {
   const out: Array<CacheSpec & { fp32: boolean }> = [];
   spec.blocks.forEach((b, j) => {
     const op = b.op;
@@ -63,7 +72,8 @@ export function cacheSpecs(spec: ModelSpec, target: ExportTarget = 'portable'): 
       out.push({ block: j, input: `past_ssm.${j}`, output: `present_ssm.${j}`, shape: ['batch_size', op.d_inner, op.d_state], fp32: target === 'fused' });
     } else if (op.kind === 'attention') {
       for (const kv of ['key', 'value']) {
-        out.push({ block: j, input: `past_key_values.${j}.${kv}`, output: `present.${j}.${kv}`, shape: ['batch_size', op.kv_heads, 'past_sequence_length', op.head_dim], fp32: false });
+        const len = staticCache ? 'max_length' : 'past_sequence_length';
+        out.push({ block: j, input: `past_key_values.${j}.${kv}`, output: `present.${j}.${kv}`, shape: ['batch_size', op.kv_heads, len, op.head_dim], fp32: false });
       }
     }
   });
@@ -77,15 +87,20 @@ export function buildGraph(spec: ModelSpec, tensors: CanonicalTensors, opts: Bui
   const inRange = (j: number): boolean => j >= range.from && j < range.to;
   const ids = range.from === 0 ? g.input('input_ids', TensorDataType.INT64, ['batch_size', 'sequence_length']) : undefined;
   const hiddenIn = ids ? undefined : g.input('hidden_in', F, ['batch_size', 'sequence_length', spec.hidden]);
-  const mask = g.input('attention_mask', TensorDataType.INT64, ['batch_size', 'total_sequence_length']);
-  const caches = cacheSpecs(spec, opts.target).filter((c) => inRange(c.block));
+  const st = opts.staticCache === true;
+  if (st && opts.range) throw new HubmoeError('UNSUPPORTED', 'the static-cache graph is built for the whole model');
+  const mask = g.input('attention_mask', TensorDataType.INT64, ['batch_size', st ? 'max_length' : 'total_sequence_length']);
+  const cachePos = st ? g.input('cache_position', TensorDataType.INT64, ['sequence_length']) : undefined;
+  const caches = cacheSpecs(spec, opts.target, st).filter((c) => inRange(c.block));
   for (const c of caches) g.input(c.input, c.fp32 ? TensorDataType.FLOAT : F, c.shape);
 
   // The current positions' mask, [B, T, 1], in the float type.
-  const seqLen = g.op('Shape', [ids ?? hiddenIn!], { start: 1, end: 2 });
+  const seqLen = st ? undefined : g.op('Shape', [ids ?? hiddenIn!], { start: 1, end: 2 });
   const maskCur = g.scope('mask', () => {
     const maskF = g.op('Cast', [mask], { to: F });
-    const cur = g.op('Slice', [maskF, g.op('Neg', [seqLen]), g.ints([Number.MAX_SAFE_INTEGER]), g.ints([1])]);
+    const cur = cachePos
+      ? g.op('Gather', [maskF, cachePos], { axis: 1 })
+      : g.op('Slice', [maskF, g.op('Neg', [seqLen!]), g.ints([Number.MAX_SAFE_INTEGER]), g.ints([1])]);
     return g.op('Unsqueeze', [cur, g.ints([2])]);
   });
   const ctx: LowerContext = { g, spec, tensors, target: opts.target, maskCur, options: opts.options ?? {}, scap: opts.scap };
@@ -96,18 +111,44 @@ export function buildGraph(spec: ModelSpec, tensors: CanonicalTensors, opts: Bui
     const sites = Object.fromEntries(Object.entries(spec.scap.sites).map(([k, v]) => [k, { mode: v.mode, threshold: v.threshold }]));
     ctx.scap = { kind: 'pruned', sites, registered: [] };
   }
-  if (spec.blocks.some((b, j) => inRange(j) && b.op.kind === 'attention')) {
+  const groups = new Set<number>();
+  spec.blocks.forEach((b, j) => {
+    if (inRange(j) && b.op.kind === 'attention') groups.add(b.op.heads / b.op.kv_heads);
+  });
+  if (groups.size) {
     ctx.attnBias = g.scope('attn_bias', () => {
-      // allowed[b, i, s] = mask[b, s] && s <= past + i, as fp32 0 / -max, shaped [B, 1, 1, T, S].
-      const total = g.op('Shape', [mask], { start: 1, end: 2 });
-      const past = g.op('Sub', [total, seqLen]);
-      const scalar = (v: string): string => g.op('Squeeze', [v, g.ints([0])]);
-      const qPos = g.op('Range', [scalar(past), scalar(total), g.int(1)]);
-      const kPos = g.op('Range', [g.int(0), scalar(total), g.int(1)]);
-      const causal = g.op('LessOrEqual', [g.op('Unsqueeze', [kPos, g.ints([0])]), g.op('Unsqueeze', [qPos, g.ints([1])])]);
-      const pad = g.op('Unsqueeze', [g.op('Cast', [mask], { to: TensorDataType.BOOL }), g.ints([1, 2, 3])]);
-      const allowed = g.op('And', [causal, pad]);
-      return g.op('Where', [allowed, g.scalar(0, TensorDataType.FLOAT), g.scalar(F32_MIN, TensorDataType.FLOAT)]);
+      // allowed[b, g·T + i, s] = mask[b, s] && s <= position of query i, as fp32 0 / -max, shaped
+      // [B, 1, G·T, S]: rows for the G query heads that share a KV head, each the T queries' rows.
+      let qPos: string;
+      let kPos: string;
+      if (cachePos) {
+        // Slot numbers 0…S-1 without a Shape node (shape arithmetic would run on the host and keep the
+        // step from being captured): the running count of a row of ones as long as the mask.
+        const ones = g.op('Add', [g.op('Mul', [g.op('Gather', [mask, g.int(0)], { axis: 0 }), g.int(0)]), g.int(1)]);
+        kPos = g.op('Sub', [g.op('CumSum', [ones, g.int(0)]), g.int(1)]);
+        qPos = cachePos;
+        // The run's tokens go to slots first…last (consecutive cache positions).
+        const first = g.op('Gather', [cachePos, g.int(0)], { axis: 0 });
+        const last = g.op('Gather', [cachePos, g.int(-1)], { axis: 0 });
+        const source = g.op('Max', [g.op('Min', [g.op('Sub', [kPos, first]), g.op('Sub', [last, first])]), g.int(0)]);
+        const isNew = g.op('And', [g.op('GreaterOrEqual', [kPos, first]), g.op('LessOrEqual', [kPos, last])]);
+        ctx.cacheWrite = { isNew: g.op('Reshape', [isNew, g.ints([1, 1, -1, 1])]), source };
+      } else {
+        const total = g.op('Shape', [mask], { start: 1, end: 2 });
+        const past = g.op('Sub', [total, seqLen!]);
+        const scalar = (v: string): string => g.op('Squeeze', [v, g.ints([0])]);
+        qPos = g.op('Range', [scalar(past), scalar(total), g.int(1)]);
+        kPos = g.op('Range', [g.int(0), scalar(total), g.int(1)]);
+      }
+      const pad = g.op('Unsqueeze', [g.op('Cast', [mask], { to: TensorDataType.BOOL }), g.ints([1, 2])]);
+      const bias = new Map<number, string>();
+      for (const G of groups) {
+        const qRows = G === 1 ? qPos : g.op('Reshape', [g.op('Expand', [g.op('Unsqueeze', [qPos, g.ints([0])]), g.ints([G, 1])]), g.ints([-1])]);
+        const causal = g.op('LessOrEqual', [g.op('Unsqueeze', [kPos, g.ints([0])]), g.op('Unsqueeze', [qRows, g.ints([1])])]);
+        const allowed = g.op('And', [causal, pad]);
+        bias.set(G, g.op('Where', [allowed, g.scalar(0, TensorDataType.FLOAT), g.scalar(F32_MIN, TensorDataType.FLOAT)]));
+      }
+      return (G: number) => bias.get(G)!;
     });
   }
 
@@ -128,7 +169,7 @@ export function buildGraph(spec: ModelSpec, tensors: CanonicalTensors, opts: Bui
         }
         case 'attention': {
           const r = lowerAttention(ctx, n, j, op, { pastKey: `past_key_values.${j}.key`, pastValue: `past_key_values.${j}.value` });
-          const shape = ['batch_size', op.kv_heads, 'total_sequence_length', op.head_dim];
+          const shape = ['batch_size', op.kv_heads, st ? 'max_length' : 'total_sequence_length', op.head_dim];
           g.output(`present.${j}.key`, r.presentKey, F, shape);
           g.output(`present.${j}.value`, r.presentValue, F, shape);
           y = r.y;
@@ -152,7 +193,11 @@ export function buildGraph(spec: ModelSpec, tensors: CanonicalTensors, opts: Bui
   let logits = g.scope('head', () => {
     const n = lowerNorm(ctx, h, 'final_norm', spec.final_norm);
     let out: string;
-    if (spec.tie_embeddings) {
+    if (spec.tie_embeddings && st) {
+      // FusedMatMul with transB reads the embedding matrix in place without flattening (whose shape
+      // arithmetic would run on the host).
+      out = g.op('FusedMatMul', [n, weight(ctx, 'embed.weight')], { transB: 1, alpha: { float: 1.0 } }, MS_DOMAIN);
+    } else if (spec.tie_embeddings) {
       // Gemm with transB reads the embedding matrix in place, so tied weights are stored once.
       const flat = g.op('Reshape', [n, g.ints([-1, spec.hidden])]);
       const prod = g.op('Gemm', [flat, weight(ctx, 'embed.weight')], { transB: 1 });

@@ -7,6 +7,7 @@
 import { open } from 'node:fs/promises';
 import { join } from 'node:path';
 import { writeFile } from 'node:fs/promises';
+import { HubmoeError } from '../errors.js';
 import { encodeFloats } from './graph.js';
 import type { GraphBuilder, PendingWeight } from './graph.js';
 import { TensorDataType, encodeModel } from './proto.js';
@@ -49,8 +50,8 @@ function align(n: number): number {
   return Math.ceil(n / EXTERNAL_ALIGNMENT) * EXTERNAL_ALIGNMENT;
 }
 
-export async function writeOnnx(g: GraphBuilder, dir: string, name: string, opts: WriteOptions): Promise<WrittenModel> {
-  const dataName = `${name}.onnx_data`;
+/** Where each weight of `g` goes in the external data file `dataName`, and the file's size. */
+function layoutWeights(g: GraphBuilder, dataName: string): { layout: Map<PendingWeight, number>; initializers: TensorProto[]; total: number } {
   const layout = new Map<PendingWeight, number>();
   let offset = 0;
   const initializers: TensorProto[] = [];
@@ -61,8 +62,11 @@ export async function writeOnnx(g: GraphBuilder, dir: string, name: string, opts
     initializers.push({ name: w.name, dataType: w.dataType, dims: w.dims, external: { location: dataName, offset, length } });
     offset += length;
   }
-  const total = offset;
-  const model = encodeModel({
+  return { layout, initializers, total: offset };
+}
+
+function encode(g: GraphBuilder, initializers: TensorProto[], opts: Pick<WriteOptions, 'producerVersion' | 'metadata'>): Uint8Array {
+  return encodeModel({
     irVersion: IR_VERSION,
     opsets: OPSETS,
     producerName: 'hubmoe',
@@ -70,8 +74,39 @@ export async function writeOnnx(g: GraphBuilder, dir: string, name: string, opts
     graph: g.graph('hubmoe', initializers),
     metadata: opts.metadata ?? {},
   });
+}
+
+/**
+ * Writes `<name>.onnx` for a graph whose weights are those of `owner` (same names, shapes, types and
+ * order), pointing at the external data `owner` was written to (`<ownerName>.onnx_data`, same dir):
+ * a second graph over one copy of the weights.
+ */
+export async function writeOnnxSharing(
+  g: GraphBuilder,
+  owner: GraphBuilder,
+  dir: string,
+  name: string,
+  ownerName: string,
+  opts: Pick<WriteOptions, 'producerVersion' | 'metadata'>,
+): Promise<string> {
+  const same =
+    g.weights.length === owner.weights.length &&
+    g.weights.every((w, i) => {
+      const o = owner.weights[i]!;
+      return w.name === o.name && w.dataType === o.dataType && w.dims.length === o.dims.length && w.dims.every((d, k) => d === o.dims[k]);
+    });
+  if (!same) throw new HubmoeError('RUNTIME', `internal error: ${name}.onnx: its weights differ from ${ownerName}.onnx's, so it cannot share ${ownerName}.onnx_data`);
+  const { initializers } = layoutWeights(g, `${ownerName}.onnx_data`);
   const onnxPath = join(dir, `${name}.onnx`);
-  await writeFile(onnxPath, model);
+  await writeFile(onnxPath, encode(g, initializers, opts));
+  return onnxPath;
+}
+
+export async function writeOnnx(g: GraphBuilder, dir: string, name: string, opts: WriteOptions): Promise<WrittenModel> {
+  const dataName = `${name}.onnx_data`;
+  const { layout, initializers, total } = layoutWeights(g, dataName);
+  const onnxPath = join(dir, `${name}.onnx`);
+  await writeFile(onnxPath, encode(g, initializers, opts));
 
   const order = new Map((opts.fileOrder ?? []).map((f, i) => [f, i]));
   const rank = (w: PendingWeight): number => {

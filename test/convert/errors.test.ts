@@ -121,7 +121,19 @@ describe('convert: the model dir', () => {
     const outDir = join(dir, 'out');
     const res = await convert(fixture('jamba-demo', 'checkpoint'), { outDir, dtype: 'both' });
     expect(res.files.sort()).toEqual(
-      ['config.json', 'generation_config.json', 'hubmoe.json', 'onnx/model.onnx', 'onnx/model.onnx_data', 'onnx/model_fp16.onnx', 'onnx/model_fp16.onnx_data', 'tokenizer.json', 'tokenizer_config.json'].sort(),
+      [
+        'config.json',
+        'generation_config.json',
+        'hubmoe.json',
+        'onnx/model.onnx',
+        'onnx/model.onnx_data',
+        'onnx/model_static.onnx',
+        'onnx/model_fp16.onnx',
+        'onnx/model_fp16.onnx_data',
+        'onnx/model_fp16_static.onnx',
+        'tokenizer.json',
+        'tokenizer_config.json',
+      ].sort(),
     );
     const config = JSON.parse(await readFile(join(outDir, 'config.json'), 'utf-8')) as Record<string, unknown>;
     expect(config.layers_block_type).toEqual(res.spec.blocks.map((b) => b.op.kind));

@@ -2,7 +2,8 @@
  * Lowering of causal grouped-query attention without positional encoding (Jamba), with plain ONNX
  * ops: scores and softmax in fp32 whatever the model dtype, the additive bias carrying both the
  * causal and the padding mask, query heads grouped per KV head (head h reads KV head h / (A/KV)).
- * KV caches are [batch, kv_heads, past_len, head_dim].
+ * KV caches are [batch, kv_heads, past_len, head_dim], or fixed [batch, kv_heads, max_length, head_dim] buffers
+ * written at `cache_position` in the static-cache graph.
  */
 import type { AttentionOp } from '../../schema/spec.js';
 import { TensorDataType } from '../proto.js';
@@ -31,20 +32,29 @@ export function lowerAttention(ctx: LowerContext, x: string, j: number, op: Atte
   const q = split(sparseLinear(ctx, xs, `${p}.q`), A);
   const k = split(sparseLinear(ctx, xs, `${p}.k`), KV);
   const v = split(sparseLinear(ctx, xs, `${p}.v`), KV);
-  const presentKey = g.op('Concat', [cache.pastKey, k], { axis: 2 });
-  const presentValue = g.op('Concat', [cache.pastValue, v], { axis: 2 });
-  // q: [B, A, T, Dh] → [B, KV, G, T, Dh]; k, v: [B, KV, S, Dh] → [B, KV, 1, S, Dh]
-  const q5 = g.op('Reshape', [q, g.ints([0, KV, G, -1, Dh])]);
-  const k5t = g.op('Transpose', [g.op('Unsqueeze', [presentKey, g.ints([2])])], { perm: [0, 1, 2, 4, 3] });
-  const v5 = g.op('Unsqueeze', [presentValue, g.ints([2])]);
-  let scores = g.op('MatMul', [q5, k5t]);
+  let presentKey: string;
+  let presentValue: string;
+  if (ctx.cacheWrite) {
+    const { isNew, source } = ctx.cacheWrite;
+    presentKey = g.op('Where', [isNew, g.op('Gather', [k, source], { axis: 2 }), cache.pastKey]);
+    presentValue = g.op('Where', [isNew, g.op('Gather', [v, source], { axis: 2 }), cache.pastValue]);
+  } else {
+    presentKey = g.op('Concat', [cache.pastKey, k], { axis: 2 });
+    presentValue = g.op('Concat', [cache.pastValue, v], { axis: 2 });
+  }
+  // Heads h = kv·G + g: q [B, A, T, Dh] → [B, KV, G·T, Dh], so that both products are batched over [B, KV]
+  // with equal batch dims (strided batched GEMMs; a broadcast batch would make ONNX Runtime's CUDA MatMul
+  // stage per-batch pointer arrays through host memory, which a replayed CUDA graph must not read).
+  const q4 = g.op('Reshape', [q, g.ints([0, KV, -1, Dh])]);
+  const kT = g.op('Transpose', [presentKey], { perm: [0, 1, 3, 2] });
+  let scores = g.op('MatMul', [q4, kT]);
   const fp16 = g.floatType === TensorDataType.FLOAT16;
   if (fp16) scores = g.op('Cast', [scores], { to: TensorDataType.FLOAT });
   scores = g.op('Mul', [scores, g.scalar(1 / Math.sqrt(Dh), TensorDataType.FLOAT)]);
-  scores = g.op('Add', [scores, ctx.attnBias!]);
+  scores = g.op('Add', [scores, ctx.attnBias!(G)]);
   let probs = g.op('Softmax', [scores], { axis: -1 });
   if (fp16) probs = g.op('Cast', [probs], { to: TensorDataType.FLOAT16 });
-  const out5 = g.op('MatMul', [probs, v5]);
-  const merged = g.op('Reshape', [g.op('Transpose', [g.op('Reshape', [out5, g.ints([0, A, -1, Dh])])], { perm: [0, 2, 1, 3] }), g.ints([0, 0, A * Dh])]);
+  const out4 = g.op('MatMul', [probs, presentValue]);
+  const merged = g.op('Reshape', [g.op('Transpose', [g.op('Reshape', [out4, g.ints([0, A, -1, Dh])])], { perm: [0, 2, 1, 3] }), g.ints([0, 0, A * Dh])]);
   return { y: sparseLinear(ctx, sparsify(ctx, merged, `${p}.o`, 'attn_o', [`${p}.o.weight`]), `${p}.o`), presentKey, presentValue };
 }

@@ -19,8 +19,17 @@ export interface LowerContext {
   target: ExportTarget;
   /** Current positions' attention mask as floats, [batch, seq, 1]. */
   maskCur: string;
-  /** Additive attention bias [batch, 1, 1, seq, total] in fp32 (attention models only). */
-  attnBias?: string;
+  /**
+   * Additive attention bias in fp32 for attention with G query heads per KV head, [batch, 1, G·seq, total]
+   * (row g·seq + i: query i), attention models only.
+   */
+  attnBias?: (G: number) => string;
+  /**
+   * Static-cache graph only, how a KV buffer [B, KV, max_length, Dh] takes the new keys: `isNew` [1, 1,
+   * max_length, 1] marks the slots written by this run, `source` [max_length] the input token each slot
+   * reads (clamped; used where isNew).
+   */
+  cacheWrite?: { isNew: string; source: string };
   /** Expert activation overrides applied by the exporter (recorded in hubmoe.json). */
   options: Record<string, string | number | boolean>;
   /** SCAP sparsification of FC inputs (pruned models and the calibration graph). */
