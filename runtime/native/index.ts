@@ -80,6 +80,14 @@ export interface DeviceValue {
   download(): HostTensor;
   /** Frees the value now; harmless when already disposed. Feeding a disposed value is an error. */
   dispose(): void;
+  /**
+   * Copies `data` (a TypedArray of the value's element size) into the value, synchronously: rows of
+   * `width` elements (default: all of data), row r at element `offset + r·pitch` (default pitch =
+   * width). No run may be using the value meanwhile.
+   */
+  write(data: TensorData, offset?: number, width?: number, pitch?: number): void;
+  /** Sets every element to zero, synchronously. */
+  zero(): void;
 }
 
 export type NativeFeed = HostTensor | DeviceValue;
@@ -124,6 +132,18 @@ export interface NativeRunOptions {
   deviceOutputs?: readonly string[];
   /** Only these outputs (default: all; `deviceOutputs` are always included). */
   outputs?: readonly string[];
+  /**
+   * Outputs written into values the caller holds ({@link NativeSession.allocate}, or an earlier
+   * run's device outputs) instead of new ones; they are left out of the result.
+   */
+  bind?: Record<string, DeviceValue>;
+  /**
+   * Sessions created with `cudaOptions.enable_cuda_graph`: the CUDA graph this run is captured as
+   * (its first runs) and replayed from (later ones), a positive integer; -1 (the default) runs without
+   * one. A graph run takes device values only, at the addresses it was captured with, and binds every
+   * output it returns.
+   */
+  graphId?: number;
 }
 
 export interface NativeVersion {
@@ -176,7 +196,8 @@ export interface NativeSessionHandle {
   readonly deviceId: number;
   readonly busy: boolean;
   readonly released: boolean;
-  run(feeds: Record<string, NativeFeed>, options: { deviceOutputs?: string[]; outputs?: string[] }): Promise<NativeOutputs>;
+  run(feeds: Record<string, NativeFeed>, options: { deviceOutputs?: string[]; outputs?: string[]; bind?: Record<string, DeviceValue>; graphId?: number }): Promise<NativeOutputs>;
+  allocate(type: TensorElementType, dims: number[]): DeviceValue;
   release(): void;
   endProfiling(): string;
 }
@@ -390,11 +411,25 @@ export class NativeSession {
     const opts = {
       ...(options.deviceOutputs ? { deviceOutputs: [...options.deviceOutputs] } : {}),
       ...(options.outputs ? { outputs: [...options.outputs] } : {}),
+      ...(options.bind ? { bind: { ...options.bind } } : {}),
+      ...(options.graphId !== undefined ? { graphId: options.graphId } : {}),
     };
     try {
       return await this.raw.run(feeds, opts);
     } catch (err) {
       throw wrapError(err, `native run of ${this.modelPath} failed`);
+    }
+  }
+
+  /**
+   * A zero-filled value in the session's device memory (CUDA memory on a CUDA session), to bind as an
+   * output (`bind`), feed, and write into ({@link DeviceValue.write}).
+   */
+  allocate(type: TensorElementType, dims: readonly number[]): DeviceValue {
+    try {
+      return this.raw.allocate(type, [...dims]);
+    } catch (err) {
+      throw wrapError(err, `allocate(${type}, [${dims.join(', ')}])`);
     }
   }
 

@@ -298,6 +298,55 @@ describe.skipIf(skipModel)('native sessions on the CPU', () => {
     for (const r of await Promise.all(runs)) expect(host(r.logits).data).toEqual(want);
   });
 
+  it('allocates zeroed values, writes into them (rows, offsets, pitch) and clears them', () => {
+    const v = session.allocate('float32', [2, 3]);
+    expect(v).toMatchObject({ type: 'float32', dims: [2, 3], location: 'cpu', disposed: false });
+    expect(Array.from(v.download().data as Float32Array)).toEqual([0, 0, 0, 0, 0, 0]);
+    v.write(Float32Array.of(1, 2, 3, 4, 5, 6));
+    expect(Array.from(v.download().data as Float32Array)).toEqual([1, 2, 3, 4, 5, 6]);
+    // Column 1 of both rows: rows of 1 element, 3 apart, from element 1.
+    v.write(Float32Array.of(9, 8), 1, 1, 3);
+    expect(Array.from(v.download().data as Float32Array)).toEqual([1, 9, 3, 4, 8, 6]);
+    v.zero();
+    expect(Array.from(v.download().data as Float32Array)).toEqual([0, 0, 0, 0, 0, 0]);
+    const ids64 = session.allocate('int64', [4]);
+    ids64.write(BigInt64Array.of(7n, 8n), 2);
+    expect(Array.from(ids64.download().data as BigInt64Array)).toEqual([0n, 0n, 7n, 8n]);
+    expect(() => v.write(Float32Array.of(1, 2, 3), 4)).toThrow(/overrun a value of 6 elements/);
+    expect(() => v.write(Float32Array.of(1, 2), 5, 1, 3)).toThrow(/overrun/);
+    expect(() => v.write(new Float64Array(2))).toThrow(/4-byte elements/);
+    expect(() => v.write(Float32Array.of(1, 2, 3), 0, 2)).toThrow(/multiple of width/);
+    expect(() => v.write(Float32Array.of(1, 2), 0, 2, 1)).toThrow(/at least width/);
+    v.dispose();
+    ids64.dispose();
+    expect(() => v.write(Float32Array.of(1))).toThrow(/disposed/);
+    expect(() => session.allocate('string' as 'float32', [1])).toThrow(HubmoeError);
+    expect(() => session.allocate('float32', [-1])).toThrow(/non-negative/);
+  });
+
+  it('writes bound outputs into the values given, and leaves them out of the result', async () => {
+    const feeds = { ...ids([[1, 50, 60]]), ...emptyCaches(1) };
+    const name = session.outputNames.find((o) => o.startsWith('present_conv.'))!;
+    const free = await session.run(feeds);
+    const want = host(free[name]);
+    const into = session.allocate('float32', want.dims);
+    const got = await session.run(feeds, { bind: { [name]: into }, outputs: ['logits'] });
+    expect(Object.keys(got)).toEqual(['logits']);
+    expect(host(got.logits).data).toEqual(host(free.logits).data);
+    expect(into.download().data).toEqual(want.data);
+    // The bound value feeds a later run like any device value.
+    const next = await session.run({ ...feeds, [cacheInputs().find((c) => presentOf(c) === name)!]: into }, { outputs: ['logits'] });
+    expect(host(next.logits).dims).toEqual([1, 3, host(free.logits).dims[2]]);
+    into.dispose();
+    await expect(session.run(feeds, { bind: { nope: into } })).rejects.toMatchObject({ code: 'BAD_ARGUMENT', message: expect.stringMatching(/no output 'nope'/) });
+    await expect(session.run(feeds, { bind: { [name]: feeds.input_ids as unknown as DeviceValue } })).rejects.toMatchObject({ code: 'BAD_ARGUMENT', message: expect.stringMatching(/must be a device value/) });
+    await expect(session.run(feeds, { bind: { [name]: into } })).rejects.toMatchObject({ message: expect.stringMatching(/was disposed/) });
+    // CUDA graphs are for sessions created with enable_cuda_graph.
+    await expect(session.run(feeds, { graphId: 1 })).rejects.toMatchObject({ code: 'BAD_ARGUMENT', message: expect.stringMatching(/enable_cuda_graph/) });
+    await expect(session.run(feeds, { graphId: -3 })).rejects.toMatchObject({ code: 'BAD_ARGUMENT', message: expect.stringMatching(/graphId/) });
+    expect(host((await session.run(feeds, { graphId: -1 })).logits).data).toEqual(host(free.logits).data);
+  });
+
   it('reports bad feeds and options as BAD_ARGUMENT', async () => {
     const feeds = { ...ids([[1, 50, 60]]), ...emptyCaches(1) };
     await expect(session.run({ ...feeds, nope: feeds.input_ids })).rejects.toMatchObject({ code: 'BAD_ARGUMENT', message: expect.stringMatching(/no input 'nope'/) });

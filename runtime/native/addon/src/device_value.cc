@@ -1,5 +1,7 @@
 // DeviceValue: a JS handle on an OrtValue that a run left in device memory (or in CPU memory, on a
 // CPU session), to be fed back to a later run without a copy.
+#include <cstring>
+
 #include "hubmoe.h"
 
 namespace hubmoe {
@@ -14,6 +16,8 @@ Napi::Function DeviceValue::Define(Napi::Env env) {
                          InstanceAccessor<&DeviceValue::GetDisposed>("disposed"),
                          InstanceMethod<&DeviceValue::Download>("download"),
                          InstanceMethod<&DeviceValue::Dispose>("dispose"),
+                         InstanceMethod<&DeviceValue::Write>("write"),
+                         InstanceMethod<&DeviceValue::Zero>("zero"),
                      });
 }
 
@@ -68,6 +72,85 @@ Napi::Value DeviceValue::Download(const Napi::CallbackInfo& info) {
     throw MakeError(env, "CUDA", e.what());
   }
   return MakeHostTensor(env, type_.c_str(), type, dims_, host.data(), bytes);
+}
+
+namespace {
+double Whole(Napi::Value v, const char* what, double dflt) {
+  if (v.IsUndefined() || v.IsNull()) return dflt;
+  double d = v.IsNumber() ? v.As<Napi::Number>().DoubleValue() : -1;
+  if (!(d >= 0) || d != static_cast<double>(static_cast<int64_t>(d))) {
+    throw ArgumentError(std::string("write(data, offset, width, pitch): ") + what + " must be a non-negative integer");
+  }
+  return d;
+}
+}  // namespace
+
+// write(data, offset = 0, width = data.length, pitch = width): copies data's elements into the value,
+// in rows of `width` elements, row r at element offset + r·pitch. Synchronous; no run may be using
+// the value meanwhile.
+Napi::Value DeviceValue::Write(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!held_) throw MakeError(env, "DISPOSED", "this device value was disposed; it cannot be written");
+  try {
+    Ort::Value& v = held_->value;
+    auto ts = v.GetTensorTypeAndShapeInfo();
+    const size_t es = ElementSize(ts.GetElementType());
+    const size_t count = ts.GetElementCount();
+    if (info.Length() < 1 || !info[0].IsTypedArray()) throw ArgumentError("write(data, …): data must be a TypedArray");
+    Napi::TypedArray ta = info[0].As<Napi::TypedArray>();
+    const size_t js_es = ta.ElementLength() ? ta.ByteLength() / ta.ElementLength() : es;
+    if (es == 0 || js_es != es) {
+      throw ArgumentError("write(data, …): a " + type_ + " value takes " + std::to_string(es) + "-byte elements (got " + std::to_string(js_es) + "-byte ones)");
+    }
+    const size_t n = ta.ElementLength();
+    const size_t offset = static_cast<size_t>(Whole(info.Length() > 1 ? info[1] : env.Undefined(), "offset", 0));
+    const size_t width = static_cast<size_t>(Whole(info.Length() > 2 ? info[2] : env.Undefined(), "width", static_cast<double>(n)));
+    const size_t pitch = static_cast<size_t>(Whole(info.Length() > 3 ? info[3] : env.Undefined(), "pitch", static_cast<double>(width)));
+    if (n == 0) return env.Undefined();
+    if (width == 0 || n % width != 0) throw ArgumentError("write(data, offset, width, pitch): data's length must be a multiple of width");
+    const size_t rows = n / width;
+    if (pitch < width) throw ArgumentError("write(data, offset, width, pitch): pitch must be at least width");
+    if (offset + (rows - 1) * pitch + width > count) {
+      throw ArgumentError("write: " + std::to_string(rows) + " rows of " + std::to_string(width) + " at offset " + std::to_string(offset) +
+                          " (pitch " + std::to_string(pitch) + ") overrun a value of " + std::to_string(count) + " elements");
+    }
+    const uint8_t* src = static_cast<const uint8_t*>(ta.ArrayBuffer().Data()) + ta.ByteOffset();
+    uint8_t* dst = static_cast<uint8_t*>(v.GetTensorMutableRawData()) + offset * es;
+    if (location_ == "cpu") {
+      for (size_t r = 0; r < rows; ++r) std::memcpy(dst + r * pitch * es, src + r * width * es, width * es);
+    } else {
+      CopyHostToCuda2D(dst, pitch * es, src, width * es, width * es, rows, device_id_);
+    }
+  } catch (const ArgumentError& e) {
+    throw MakeError(env, "BAD_ARGUMENT", e.what());
+  } catch (const Ort::Exception& e) {
+    throw MakeError(env, "ORT", e.what(), static_cast<int>(e.GetOrtErrorCode()));
+  } catch (const std::exception& e) {
+    throw MakeError(env, "CUDA", e.what());
+  }
+  return env.Undefined();
+}
+
+// zero(): sets every element to 0 (synchronous).
+Napi::Value DeviceValue::Zero(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!held_) throw MakeError(env, "DISPOSED", "this device value was disposed; it cannot be cleared");
+  try {
+    Ort::Value& v = held_->value;
+    auto ts = v.GetTensorTypeAndShapeInfo();
+    const size_t bytes = ts.GetElementCount() * ElementSize(ts.GetElementType());
+    void* dst = v.GetTensorMutableRawData();
+    if (location_ == "cpu") {
+      if (bytes) std::memset(dst, 0, bytes);
+    } else {
+      ZeroCuda(dst, bytes, device_id_);
+    }
+  } catch (const Ort::Exception& e) {
+    throw MakeError(env, "ORT", e.what(), static_cast<int>(e.GetOrtErrorCode()));
+  } catch (const std::exception& e) {
+    throw MakeError(env, "CUDA", e.what());
+  }
+  return env.Undefined();
 }
 
 Napi::Value DeviceValue::Dispose(const Napi::CallbackInfo& info) {

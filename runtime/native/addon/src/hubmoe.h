@@ -8,7 +8,11 @@
 #include <napi.h>
 #include <onnxruntime_cxx_api.h>
 
+#include <condition_variable>
 #include <deque>
+#include <functional>
+#include <mutex>
+#include <thread>
 #include <memory>
 #include <string>
 #include <vector>
@@ -31,6 +35,11 @@ Ort::Env& ProcessEnv();
 // Copies `bytes` from CUDA memory on `device_id` to host memory, through the CUDA runtime that the
 // CUDA execution provider loaded. Throws std::runtime_error when no CUDA runtime can be found.
 void CopyCudaToHost(void* dst, const void* src, size_t bytes, int device_id);
+// `rows` rows of `width` bytes from host memory (rows `spitch` apart) into CUDA memory (rows `dpitch`
+// apart), synchronously. Throws std::runtime_error.
+void CopyHostToCuda2D(void* dst, size_t dpitch, const void* src, size_t spitch, size_t width, size_t rows, int device_id);
+// Sets `bytes` of CUDA memory to zero, synchronously.
+void ZeroCuda(void* dst, size_t bytes, int device_id);
 
 // ---- tensor.cc: element types and host tensors ----
 
@@ -74,11 +83,35 @@ struct ValueInfo {
   std::vector<std::string> symbolic;   // the dim's name, or "" when it has none
 };
 
+// One thread that runs every ORT call of a session whose CUDA provider captures CUDA graphs: ORT keeps
+// captured graphs per calling thread, so runs must not wander over libuv's pool.
+class Executor {
+ public:
+  Executor();
+  ~Executor();
+  // Runs `job` on the executor's thread and waits for it; exceptions propagate to the caller.
+  void Call(const std::function<void()>& job);
+
+ private:
+  void Loop();
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<std::function<void()>> jobs_;
+  bool stop_ = false;
+  std::thread thread_;
+};
+
 struct SessionCore {
   std::unique_ptr<Ort::Session> session;
   std::vector<ValueInfo> inputs, outputs;
   std::string device;  // "cpu" | "cuda"
   int device_id = 0;
+  bool cuda_graph = false;  // enable_cuda_graph was set
+  // The allocator values made by allocate() come from (kept while any of them lives).
+  std::mutex alloc_mu;
+  std::unique_ptr<Ort::Allocator> device_alloc;
+  // Declared last, destroyed first: the thread is joined before the session goes.
+  std::unique_ptr<Executor> executor;
 };
 
 // An OrtValue handed to JS as a DeviceValue. Held through shared_ptr so that a run in flight keeps
@@ -107,6 +140,8 @@ class DeviceValue : public Napi::ObjectWrap<DeviceValue> {
   Napi::Value GetDisposed(const Napi::CallbackInfo& info);
   Napi::Value Download(const Napi::CallbackInfo& info);
   Napi::Value Dispose(const Napi::CallbackInfo& info);
+  Napi::Value Write(const Napi::CallbackInfo& info);
+  Napi::Value Zero(const Napi::CallbackInfo& info);
 
   std::shared_ptr<HeldValue> held_;
   std::string type_;
@@ -126,6 +161,7 @@ class Session : public Napi::ObjectWrap<Session> {
 
  private:
   Napi::Value Run(const Napi::CallbackInfo& info);
+  Napi::Value Allocate(const Napi::CallbackInfo& info);
   Napi::Value Release(const Napi::CallbackInfo& info);
   Napi::Value EndProfiling(const Napi::CallbackInfo& info);
   Napi::Value GetInputNames(const Napi::CallbackInfo& info);

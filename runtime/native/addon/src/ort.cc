@@ -78,9 +78,13 @@ namespace {
 using CudaSetDeviceFn = int (*)(int);
 using CudaMemcpyFn = int (*)(void*, const void*, size_t, int);
 using CudaGetErrorStringFn = const char* (*)(int);
+using CudaMemcpy2DFn = int (*)(void*, size_t, const void*, size_t, size_t, size_t, int);
+using CudaMemsetFn = int (*)(void*, int, size_t);
 struct CudaRuntime {
   CudaSetDeviceFn set_device = nullptr;
   CudaMemcpyFn memcpy = nullptr;
+  CudaMemcpy2DFn memcpy2d = nullptr;
+  CudaMemsetFn memset = nullptr;
   CudaGetErrorStringFn error_string = nullptr;
 };
 
@@ -102,11 +106,38 @@ const CudaRuntime* FindCudaRuntime() {
     rt.set_device = reinterpret_cast<CudaSetDeviceFn>(dlsym(h, "cudaSetDevice"));
     rt.memcpy = reinterpret_cast<CudaMemcpyFn>(dlsym(h, "cudaMemcpy"));
     rt.error_string = reinterpret_cast<CudaGetErrorStringFn>(dlsym(h, "cudaGetErrorString"));
-    ok = rt.set_device && rt.memcpy;
+    rt.memcpy2d = reinterpret_cast<CudaMemcpy2DFn>(dlsym(h, "cudaMemcpy2D"));
+    rt.memset = reinterpret_cast<CudaMemsetFn>(dlsym(h, "cudaMemset"));
+    ok = rt.set_device && rt.memcpy && rt.memcpy2d && rt.memset;
   });
   return ok ? &rt : nullptr;
 }
+const CudaRuntime& Runtime(const char* what) {
+  const CudaRuntime* rt = FindCudaRuntime();
+  if (!rt) throw std::runtime_error(std::string("no CUDA runtime (libcudart.so.13/.12) could be loaded to ") + what);
+  return *rt;
+}
+
+void Check(const CudaRuntime& rt, int err, const char* what) {
+  if (err == 0) return;
+  std::string why = rt.error_string ? rt.error_string(err) : ("error " + std::to_string(err));
+  throw std::runtime_error(std::string(what) + " failed: " + why);
+}
 }  // namespace
+
+void CopyHostToCuda2D(void* dst, size_t dpitch, const void* src, size_t spitch, size_t width, size_t rows, int device_id) {
+  if (width == 0 || rows == 0) return;
+  const CudaRuntime& rt = Runtime("write into a CUDA value");
+  Check(rt, rt.set_device(device_id), "cudaSetDevice");
+  Check(rt, rt.memcpy2d(dst, dpitch, src, spitch, width, rows, 4 /* cudaMemcpyDefault */), "writing into a CUDA value");
+}
+
+void ZeroCuda(void* dst, size_t bytes, int device_id) {
+  if (bytes == 0) return;
+  const CudaRuntime& rt = Runtime("clear a CUDA value");
+  Check(rt, rt.set_device(device_id), "cudaSetDevice");
+  Check(rt, rt.memset(dst, 0, bytes), "clearing a CUDA value");
+}
 
 void CopyCudaToHost(void* dst, const void* src, size_t bytes, int device_id) {
   if (bytes == 0) return;

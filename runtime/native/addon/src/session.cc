@@ -1,12 +1,64 @@
 // Sessions: creation on a worker thread (custom-op library, CUDA provider options) and run() with
 // IO binding, on a worker thread, resolving to host tensors and device values.
 #include <algorithm>
+#include <cstring>
+#include <exception>
 #include <map>
 #include <set>
 
 #include "hubmoe.h"
 
 namespace hubmoe {
+
+Executor::Executor() : thread_([this] { Loop(); }) {}
+
+Executor::~Executor() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stop_ = true;
+  }
+  cv_.notify_all();
+  if (thread_.get_id() == std::this_thread::get_id()) thread_.detach();
+  else thread_.join();
+}
+
+void Executor::Loop() {
+  for (;;) {
+    std::function<void()> job;
+    {
+      std::unique_lock<std::mutex> lock(mu_);
+      cv_.wait(lock, [this] { return stop_ || !jobs_.empty(); });
+      if (jobs_.empty()) return;
+      job = std::move(jobs_.front());
+      jobs_.pop_front();
+    }
+    job();
+  }
+}
+
+void Executor::Call(const std::function<void()>& job) {
+  std::mutex done_mu;
+  std::condition_variable done_cv;
+  bool done = false;
+  std::exception_ptr error;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    jobs_.push_back([&] {
+      try {
+        job();
+      } catch (...) {
+        error = std::current_exception();
+      }
+      std::lock_guard<std::mutex> l(done_mu);
+      done = true;
+      done_cv.notify_all();
+    });
+  }
+  cv_.notify_all();
+  std::unique_lock<std::mutex> lock(done_mu);
+  done_cv.wait(lock, [&] { return done; });
+  if (error) std::rethrow_exception(error);
+}
 
 namespace {
 
@@ -208,11 +260,21 @@ class CreateWorker : public Napi::AsyncWorker {
       auto core = std::make_shared<SessionCore>();
       core->device = config_.device;
       core->device_id = config_.device_id;
-      Stage("load", [&] {
+      for (const auto& [k, v] : config_.cuda_options) {
+        if (k == "enable_cuda_graph" && v != "0" && v != "false") core->cuda_graph = true;
+      }
+      auto load = [&] {
         core->session = std::make_unique<Ort::Session>(env, config_.model_path.c_str(), so);
         core->inputs = DescribeValues(*core->session, true);
         core->outputs = DescribeValues(*core->session, false);
-      });
+      };
+      if (core->cuda_graph) {
+        // Captured graphs belong to the thread that ran them: this session's ORT calls all go to one thread.
+        core->executor = std::make_unique<Executor>();
+        Stage("load", [&] { core->executor->Call(load); });
+      } else {
+        Stage("load", load);
+      }
       core_ = std::move(core);
     } catch (const StageError& e) {
       stage_ = e.stage;
@@ -254,33 +316,60 @@ struct Feed {
   std::shared_ptr<HeldValue> device;   // a device value from an earlier run
 };
 
+// An output written into a value the caller holds (allocate(), or an earlier run's output).
+struct Bound {
+  std::string name;
+  std::shared_ptr<HeldValue> value;
+};
+
 class RunWorker : public Napi::AsyncWorker {
  public:
   RunWorker(Napi::Env env, Napi::Promise::Deferred deferred, Napi::Object self, std::shared_ptr<SessionCore> core,
-            std::vector<Feed> feeds, std::vector<std::string> outputs, std::set<std::string> on_device)
+            std::vector<Feed> feeds, std::vector<std::string> outputs, std::set<std::string> on_device,
+            std::vector<Bound> bound, std::string graph_id)
       : Napi::AsyncWorker(env, "hubmoe:run"),
         deferred_(deferred),
         self_(Napi::Persistent(self)),
         core_(std::move(core)),
         feeds_(std::move(feeds)),
         outputs_(std::move(outputs)),
-        on_device_(std::move(on_device)) {}
+        on_device_(std::move(on_device)),
+        bound_(std::move(bound)),
+        graph_id_(std::move(graph_id)) {}
+
+  void RunOnce() {
+    Ort::Session& s = *core_->session;
+    Ort::IoBinding binding(s);
+    for (Feed& f : feeds_) binding.BindInput(f.name.c_str(), f.device ? f.device->value : f.host.value);
+    Ort::MemoryInfo cpu = Ort::MemoryInfo::CreateCpu(OrtDeviceAllocator, OrtMemTypeDefault);
+    Ort::MemoryInfo device = core_->device == "cuda"
+                                 ? Ort::MemoryInfo("Cuda", OrtDeviceAllocator, core_->device_id, OrtMemTypeDefault)
+                                 : Ort::MemoryInfo::CreateCpu(OrtDeviceAllocator, OrtMemTypeDefault);
+    std::set<std::string> bound_names;
+    for (Bound& b : bound_) {
+      binding.BindOutput(b.name.c_str(), b.value->value);
+      bound_names.insert(b.name);
+    }
+    for (const std::string& name : outputs_) {
+      if (!bound_names.count(name)) binding.BindOutput(name.c_str(), on_device_.count(name) ? device : cpu);
+    }
+    Ort::RunOptions ro;
+    if (!graph_id_.empty()) ro.AddConfigEntry("gpu_graph_id", graph_id_.c_str());
+    s.Run(ro, binding);
+    binding.SynchronizeOutputs();
+    std::vector<std::string> names = binding.GetOutputNames();
+    std::vector<Ort::Value> values = binding.GetOutputValues();
+    for (size_t i = 0; i < names.size() && i < values.size(); ++i) {
+      if (bound_names.count(names[i])) continue;  // written in place; the caller holds it
+      names_.push_back(std::move(names[i]));
+      values_.push_back(std::move(values[i]));
+    }
+  }
 
   void Execute() override {
     try {
-      Ort::Session& s = *core_->session;
-      Ort::IoBinding binding(s);
-      for (Feed& f : feeds_) binding.BindInput(f.name.c_str(), f.device ? f.device->value : f.host.value);
-      Ort::MemoryInfo cpu = Ort::MemoryInfo::CreateCpu(OrtDeviceAllocator, OrtMemTypeDefault);
-      Ort::MemoryInfo device = core_->device == "cuda"
-                                   ? Ort::MemoryInfo("Cuda", OrtDeviceAllocator, core_->device_id, OrtMemTypeDefault)
-                                   : Ort::MemoryInfo::CreateCpu(OrtDeviceAllocator, OrtMemTypeDefault);
-      for (const std::string& name : outputs_) binding.BindOutput(name.c_str(), on_device_.count(name) ? device : cpu);
-      Ort::RunOptions ro;
-      s.Run(ro, binding);
-      binding.SynchronizeOutputs();
-      names_ = binding.GetOutputNames();
-      values_ = binding.GetOutputValues();
+      if (core_->executor) core_->executor->Call([this] { RunOnce(); });
+      else RunOnce();
     } catch (const Ort::Exception& e) {
       ort_code_ = static_cast<int>(e.GetOrtErrorCode());
       SetError(e.what());
@@ -330,6 +419,7 @@ class RunWorker : public Napi::AsyncWorker {
   void Finish() {
     Session::Unwrap(self_.Value())->RunFinished();
     feeds_.clear();  // drops the JS array references and device-value holds, on the main thread
+    bound_.clear();
   }
 
   Napi::Promise::Deferred deferred_;
@@ -338,6 +428,8 @@ class RunWorker : public Napi::AsyncWorker {
   std::vector<Feed> feeds_;
   std::vector<std::string> outputs_;
   std::set<std::string> on_device_;
+  std::vector<Bound> bound_;
+  std::string graph_id_;
   std::vector<std::string> names_;
   std::vector<Ort::Value> values_;
   int ort_code_ = -1;
@@ -385,6 +477,7 @@ Napi::Function Session::Define(Napi::Env env) {
   return DefineClass(env, "Session",
                      {
                          InstanceMethod<&Session::Run>("run"),
+                         InstanceMethod<&Session::Allocate>("allocate"),
                          InstanceMethod<&Session::Release>("release"),
                          InstanceMethod<&Session::EndProfiling>("endProfiling"),
                          InstanceAccessor<&Session::GetInputNames>("inputNames"),
@@ -447,6 +540,8 @@ Napi::Value Session::Run(const Napi::CallbackInfo& info) {
 
     std::vector<std::string> outputs = output_names_;
     std::set<std::string> on_device;
+    std::vector<Bound> bound;
+    std::string graph_id;
     if (info.Length() >= 2 && !info[1].IsUndefined() && !info[1].IsNull()) {
       if (!info[1].IsObject()) throw ArgumentError("run(feeds, options): options must be an object");
       Napi::Object o = info[1].As<Napi::Object>();
@@ -472,8 +567,50 @@ Napi::Value Session::Run(const Napi::CallbackInfo& info) {
         on_device.insert(n);
         if (!Contains(outputs, n)) outputs.push_back(n);
       }
+      Napi::Value bv = o.Get("bind");
+      if (!bv.IsUndefined() && !bv.IsNull()) {
+        if (!bv.IsObject() || bv.IsArray()) throw ArgumentError("bind must be an object of output name → device value");
+        Napi::Object bo = bv.As<Napi::Object>();
+        Napi::Array bkeys = bo.GetPropertyNames();
+        for (uint32_t i = 0; i < bkeys.Length(); ++i) {
+          Bound b;
+          b.name = bkeys.Get(i).ToString().Utf8Value();
+          if (!Contains(output_names_, b.name)) {
+            throw ArgumentError("bind: the model has no output '" + b.name + "' (its outputs: " + Join(output_names_) + ")");
+          }
+          Napi::Value x = bo.Get(b.name);
+          if (!DeviceValue::Is(env, x)) throw ArgumentError("bind." + b.name + " must be a device value (from allocate() or a run)");
+          b.value = DeviceValue::Unwrap(x.As<Napi::Object>())->held();
+          if (!b.value) throw MakeError(env, "DISPOSED", "bind." + b.name + ": the device value was disposed");
+          bound.push_back(std::move(b));
+        }
+      }
+      Napi::Value gv = o.Get("graphId");
+      if (!gv.IsUndefined() && !gv.IsNull()) {
+        double d = gv.IsNumber() ? gv.As<Napi::Number>().DoubleValue() : -2;
+        if (!(d >= -1) || d != static_cast<double>(static_cast<int64_t>(d)) || d > 2147483647.0) {
+          throw ArgumentError("graphId must be -1 (no CUDA graph) or a positive integer");
+        }
+        graph_id = std::to_string(static_cast<int64_t>(d));
+      }
     }
-    auto* w = new RunWorker(env, deferred, info.This().As<Napi::Object>(), core_, std::move(feeds), std::move(outputs), std::move(on_device));
+    if (core_->cuda_graph) {
+      if (graph_id.empty()) graph_id = "-1";  // ORT would otherwise capture this run as graph 0
+      if (graph_id != "-1") {
+        // A replay touches neither feeds nor fetches: everything must sit at the captured addresses.
+        for (const Feed& f : feeds) {
+          if (!f.device) throw ArgumentError("graphId " + graph_id + ": input '" + f.name + "' must be a device value (a replayed CUDA graph reads the captured addresses)");
+        }
+        for (const auto& n : outputs) {
+          bool is_bound = std::any_of(bound.begin(), bound.end(), [&](const Bound& b) { return b.name == n; });
+          if (!is_bound) throw ArgumentError("graphId " + graph_id + ": output '" + n + "' must be bound to a device value (bind)");
+        }
+      }
+    } else if (!graph_id.empty() && graph_id != "-1") {
+      throw ArgumentError("graphId " + graph_id + ": this session was not created with cudaOptions.enable_cuda_graph");
+    }
+    auto* w = new RunWorker(env, deferred, info.This().As<Napi::Object>(), core_, std::move(feeds), std::move(outputs), std::move(on_device),
+                            std::move(bound), std::move(graph_id));
     if (busy_) {
       pending_.push_back(w);
     } else {
@@ -488,6 +625,56 @@ Napi::Value Session::Run(const Napi::CallbackInfo& info) {
     deferred.Reject(MakeError(env, "ORT", e.what(), static_cast<int>(e.GetOrtErrorCode())).Value());
   }
   return deferred.Promise();
+}
+
+// allocate(type, dims) → a zero-filled device value in the session's device memory, to bind as an output
+// (run's `bind`) and feed back; written with DeviceValue.write().
+Napi::Value Session::Allocate(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!core_) throw MakeError(env, "RELEASED", "this session was released");
+  try {
+    if (info.Length() < 2 || !info[0].IsString() || !info[1].IsArray()) throw ArgumentError("allocate(type, dims): a type name and a dims array expected");
+    const std::string tname = info[0].As<Napi::String>().Utf8Value();
+    const ONNXTensorElementDataType type = ElementTypeFromName(tname);
+    if (type == ONNX_TENSOR_ELEMENT_DATA_TYPE_UNDEFINED || ElementSize(type) == 0) throw ArgumentError("allocate: element type '" + tname + "' is not supported");
+    Napi::Array da = info[1].As<Napi::Array>();
+    std::vector<int64_t> dims(da.Length());
+    for (uint32_t i = 0; i < da.Length(); ++i) {
+      Napi::Value d = da.Get(i);
+      double x = d.IsNumber() ? d.As<Napi::Number>().DoubleValue() : -1;
+      if (!(x >= 0) || x != static_cast<double>(static_cast<int64_t>(x)) || x > 4294967296.0) throw ArgumentError("allocate: dims must be non-negative integers");
+      dims[i] = static_cast<int64_t>(x);
+    }
+    auto held = std::make_shared<HeldValue>();
+    held->owner = core_;
+    if (core_->device == "cuda") {
+      {
+        std::lock_guard<std::mutex> lock(core_->alloc_mu);
+        if (!core_->device_alloc) {
+          Ort::MemoryInfo mem("Cuda", OrtDeviceAllocator, core_->device_id, OrtMemTypeDefault);
+          core_->device_alloc = std::make_unique<Ort::Allocator>(*core_->session, mem);
+        }
+      }
+      held->value = Ort::Value::CreateTensor(*core_->device_alloc, dims.data(), dims.size(), type);
+      auto ts = held->value.GetTensorTypeAndShapeInfo();
+      ZeroCuda(held->value.GetTensorMutableRawData(), ts.GetElementCount() * ElementSize(type), core_->device_id);
+    } else {
+      Ort::AllocatorWithDefaultOptions alloc;
+      held->value = Ort::Value::CreateTensor(alloc, dims.data(), dims.size(), type);
+      auto ts = held->value.GetTensorTypeAndShapeInfo();
+      const size_t bytes = ts.GetElementCount() * ElementSize(type);
+      if (bytes) std::memset(held->value.GetTensorMutableRawData(), 0, bytes);
+    }
+    return DeviceValue::Wrap(env, std::move(held));
+  } catch (const ArgumentError& e) {
+    throw MakeError(env, "BAD_ARGUMENT", e.what());
+  } catch (const Ort::Exception& e) {
+    throw MakeError(env, "ORT", e.what(), static_cast<int>(e.GetOrtErrorCode()));
+  } catch (const Napi::Error&) {
+    throw;
+  } catch (const std::exception& e) {
+    throw MakeError(env, "CUDA", e.what());
+  }
 }
 
 void Session::RunFinished() {
