@@ -45,6 +45,18 @@ export interface InferenceBackend {
   inputType(name: string): string;
   /** Runs the model; outputs named in `deviceOutputs` may stay on the device (native backend). */
   run(feeds: Record<string, Value>, deviceOutputs?: readonly string[]): Promise<Record<string, Value>>;
+  /**
+   * Native backend only: a zero-filled value in the session's memory (device memory on CUDA), to
+   * feed, write into and bind outputs to.
+   */
+  allocate?(type: 'float32' | 'float16' | 'int64', dims: readonly number[]): DeviceValue;
+  /**
+   * Native backend only: a run that writes the outputs in `bind` into those values, returns `outputs`
+   * (host memory), and, on a session with CUDA graphs, is captured as / replayed from graph `graphId`.
+   */
+  runBound?(feeds: Record<string, Value>, bind: Record<string, DeviceValue>, outputs: readonly string[], graphId?: number): Promise<Record<string, Value>>;
+  /** The session captures CUDA graphs (native backend on CUDA, `enable_cuda_graph`). */
+  readonly cudaGraph?: boolean;
   release(): Promise<void>;
 }
 
@@ -60,6 +72,8 @@ export interface SessionOptions {
   cudaOptions?: Record<string, string | number | boolean>;
   /** Native backend: write ONNX Runtime's profile (a JSON trace) with this file name prefix; ended on release. */
   profileFile?: string;
+  /** Native backend on CUDA: let the session capture and replay CUDA graphs (`enable_cuda_graph`). */
+  cudaGraph?: boolean;
 }
 
 /** hubmoe's custom-op library for a device, where `npm run build:native` puts it. */
@@ -131,12 +145,21 @@ class NativeBackend extends SessionBackend<NativeSession> implements InferenceBa
     readonly device: Device,
     session: NativeSession,
     private readonly profiling = false,
+    readonly cudaGraph = false,
   ) {
     super(session);
   }
 
   async run(feeds: Record<string, Value>, deviceOutputs: readonly string[] = []): Promise<Record<string, Value>> {
     return this.session.run(feeds as Record<string, NativeFeed>, { deviceOutputs });
+  }
+
+  allocate(type: 'float32' | 'float16' | 'int64', dims: readonly number[]): DeviceValue {
+    return this.session.allocate(type, dims);
+  }
+
+  async runBound(feeds: Record<string, Value>, bind: Record<string, DeviceValue>, outputs: readonly string[], graphId?: number): Promise<Record<string, Value>> {
+    return this.session.run(feeds as Record<string, NativeFeed>, { bind, outputs, ...(graphId !== undefined ? { graphId } : {}) });
   }
 
   async release(): Promise<void> {
@@ -195,14 +218,15 @@ export async function createBackend(modelPath: string, opts: SessionOptions): Pr
       throw new HubmoeError('NATIVE', `hubmoe's custom-op library ${library} is missing; build it with \`npm run build:native\`${opts.device === 'cuda' ? ' on a machine with nvcc (CUDA 13)' : ''}`);
     }
   }
+  const graph = opts.cudaGraph === true && opts.device === 'cuda';
   const session = await createNativeSession(modelPath, {
     device: opts.device,
     threads: opts.threads,
     customOpsLibrary: library,
-    cudaOptions: opts.cudaOptions,
+    cudaOptions: graph ? { ...opts.cudaOptions, enable_cuda_graph: true } : opts.cudaOptions,
     // Errors only: ONNX Runtime warns on every run when a symbolic output dim is bound to a size.
     logSeverity: 3,
     ...(opts.profileFile ? { profileFile: opts.profileFile } : {}),
   });
-  return new NativeBackend(opts.device, session, Boolean(opts.profileFile));
+  return new NativeBackend(opts.device, session, Boolean(opts.profileFile), graph);
 }

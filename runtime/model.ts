@@ -10,10 +10,11 @@ import { join } from 'node:path';
 import { HubmoeError } from '../src/errors.js';
 import type { ModelSpec } from '../src/schema/spec.js';
 import { loadSpec } from '../src/schema/load.js';
-import { Tensor, createBackend, isDeviceValue } from './backend.js';
+import { Tensor, chooseBackend, createBackend, isDeviceValue } from './backend.js';
 import type { BackendName, Device, HostValue, InferenceBackend, Value } from './backend.js';
 import { isSampling, makeRng, pickToken, validateSampling } from './sampling.js';
 import type { SamplingOptions } from './sampling.js';
+import { StaticCache, presentName } from './static.js';
 import { loadTokenizer } from './tokenizer.js';
 import type { TextTokenizer } from './tokenizer.js';
 
@@ -32,6 +33,21 @@ export interface LoadOptions {
   cudaOptions?: Record<string, string | number | boolean>;
   /** Native backend: ONNX Runtime's profile file prefix (the trace is written when the model is disposed). */
   profileFile?: string;
+  /**
+   * Run the static-cache graph (onnx/<name>_static.onnx): fixed-size caches written in place, decode
+   * steps of fixed shapes. Default: on for CUDA with the native backend (when the model dir has the
+   * graph), off otherwise.
+   */
+  staticCache?: boolean;
+  /**
+   * With the static-cache graph on CUDA (native backend): capture each decode step as a CUDA graph and
+   * replay it (default: on for the fused target; the portable target's ONNX Runtime MoE kernel is not
+   * bit-for-bit repeatable, so it is opt-in there). Generations up to `maxLength` tokens (prompt + new) share one window per
+   * batch size and its graphs; longer ones run uncaptured in a window of their own.
+   */
+  cudaGraph?: boolean;
+  /** Slots of the static window kept per batch size (default 4096). */
+  maxLength?: number;
 }
 
 export interface Logits {
@@ -91,6 +107,8 @@ export interface HubmoeModel {
   /** The backend running the model. */
   readonly backendName: BackendName;
   readonly tokenizer: TextTokenizer | undefined;
+  /** Which graph runs: the dynamic one, the static-cache one, or the static-cache one with CUDA graphs of the decode step. */
+  readonly graph: 'dynamic' | 'static' | 'static+cuda-graph';
   forward(ids: number[][], options?: ForwardOptions): Promise<Logits>;
   generate(prompts: number[][], options?: GenerateOptions): Promise<GenerateResult>;
   generateText(prompts: string | string[], options?: TextGenerateOptions): Promise<string[]>;
@@ -145,16 +163,27 @@ export async function loadModel(dir: string, options: LoadOptions = {}): Promise
   if (!(await exists(path))) {
     throw new HubmoeError('NOT_FOUND', `${path} is missing; convert with --dtype ${dtype === 'fp16' ? 'fp16' : 'fp32'} (or both)`);
   }
-  const backend = await createBackend(path, {
+  const sessionOptions = {
     device,
     threads: options.threads,
     backend: options.backend,
     cudaOptions: options.cudaOptions,
     profileFile: options.profileFile,
     customOps: spec.export?.target === 'fused',
-  });
+  };
+  const staticPath = path.replace(/\.onnx$/, '_static.onnx');
+  const maxLength = options.maxLength ?? 4096;
+  if (!Number.isInteger(maxLength) || maxLength < 2) throw new HubmoeError('BAD_ARGUMENT', `maxLength must be an integer of at least 2 (got ${maxLength})`);
+  const nativeCuda = device === 'cuda' && chooseBackend(sessionOptions) === 'native';
+  const useStatic = options.staticCache ?? (nativeCuda && (await exists(staticPath)));
+  if (useStatic && !(await exists(staticPath))) {
+    throw new HubmoeError('NOT_FOUND', `${staticPath} is missing (the static-cache graph, which model dirs converted before it existed lack): reconvert the model with this hubmoe, or load it with staticCache: false`);
+  }
+  const graph = useStatic && nativeCuda && (options.cudaGraph ?? spec.export?.target === 'fused');
+  const backend = await createBackend(useStatic ? staticPath : path, { ...sessionOptions, cudaGraph: graph });
   const tokenizer = await loadTokenizer(dir);
-  return new Model(dir, spec, backend, dtype, tokenizer);
+  const stat = useStatic ? new StaticCache(backend, { maxLength, vocab: spec.vocab.padded_size }) : undefined;
+  return new Model(dir, spec, backend, dtype, tokenizer, stat);
 }
 
 class Model implements HubmoeModel {
@@ -168,8 +197,9 @@ class Model implements HubmoeModel {
     private readonly backend: InferenceBackend,
     readonly dtype: 'fp32' | 'fp16',
     readonly tokenizer: TextTokenizer | undefined,
+    private readonly staticCache?: StaticCache,
   ) {
-    this.cacheInputs = backend.inputNames.filter((n) => n !== 'input_ids' && n !== 'attention_mask');
+    this.cacheInputs = backend.inputNames.filter((n) => n !== 'input_ids' && n !== 'attention_mask' && n !== 'cache_position');
     this.cacheOutputs = this.cacheInputs.map(presentName);
     this.padId = spec.vocab.pad ?? 0;
   }
@@ -182,11 +212,24 @@ class Model implements HubmoeModel {
     return this.backend.name;
   }
 
+  get graph(): 'dynamic' | 'static' | 'static+cuda-graph' {
+    return !this.staticCache ? 'dynamic' : this.staticCache.graphs ? 'static+cuda-graph' : 'static';
+  }
+
+  /** SCAP counters the graph reports (portable pruned models): host outputs a static-cache run asks for. */
+  private get scapOutputs(): string[] {
+    return this.backend.outputNames.filter((n) => n.startsWith('scap_'));
+  }
+
   private readonly scapCounts = new Map<string, { kept: number; total: number }>();
 
   /** One run; caches stay on the device where the backend can keep them there. */
   private async run(feeds: Record<string, Value>): Promise<Record<string, Value>> {
-    const out = await this.backend.run(feeds, this.cacheOutputs);
+    return this.count(await this.backend.run(feeds, this.cacheOutputs));
+  }
+
+  /** Adds a run's SCAP counters to the model's. */
+  private count(out: Record<string, Value>): Record<string, Value> {
     for (const [name, v] of Object.entries(out)) {
       if (!name.startsWith('scap_kept.') || isDeviceValue(v)) continue;
       const site = name.slice('scap_kept.'.length);
@@ -263,6 +306,12 @@ class Model implements HubmoeModel {
     this.checkIds(ids);
     const B = ids.length;
     const { ids: flat, mask, T } = this.pad(ids, options.attentionMask);
+    if (this.staticCache) {
+      const out = this.count(await this.staticCache.forward(flat, mask, B, T, this.scapOutputs));
+      disposeAll(out);
+      const logits = hostLogits(out);
+      return { data: logits.data as Float32Array, dims: logits.dims as [number, number, number] };
+    }
     const out = await this.run({
       input_ids: new Tensor('int64', flat, [B, T]),
       attention_mask: new Tensor('int64', mask, [B, T]),
@@ -288,13 +337,6 @@ class Model implements HubmoeModel {
     const reasons: FinishReason[] = prompts.map(() => 'length');
     const done = prompts.map(() => false);
     const stepLogits: Float32Array[] = [];
-    let mask = Array.from(prefillMask, (v) => Number(v));
-    let total = T;
-    let out = await this.run({
-      input_ids: new Tensor('int64', ids, [B, T]),
-      attention_mask: new Tensor('int64', prefillMask, [B, T]),
-      ...this.emptyCaches(B),
-    });
     const penalised = options.repetitionPenalty !== undefined && options.repetitionPenalty !== 1;
     /** Picks each unfinished row's token from the logits at `pos` of a [B, seqLen, V] output. */
     const chooseNext = (logits: Float32Array, seqLen: number, pos: number, step: number): number[] => {
@@ -320,6 +362,27 @@ class Model implements HubmoeModel {
         return tok;
       });
     };
+    if (this.staticCache) {
+      const { out: first, stream } = await this.staticCache.begin(ids, prefillMask, B, T, maxNew, this.scapOutputs);
+      try {
+        this.count(first);
+        let next = chooseNext(hostLogits(first).data as Float32Array, T, T - 1, 0);
+        disposeAll(first);
+        for (let step = 1; step < maxNew && !done.every(Boolean); step++) {
+          next = chooseNext(await stream.step(next), 1, 0, step);
+        }
+      } finally {
+        stream.end();
+      }
+      return { tokens, finishReasons: reasons, ...(options.outputLogits ? { logits: stepLogits } : {}) };
+    }
+    let mask = Array.from(prefillMask, (v) => Number(v));
+    let total = T;
+    let out = await this.run({
+      input_ids: new Tensor('int64', ids, [B, T]),
+      attention_mask: new Tensor('int64', prefillMask, [B, T]),
+      ...this.emptyCaches(B),
+    });
     try {
       let next = chooseNext(hostLogits(out).data as Float32Array, T, T - 1, 0);
       for (let step = 1; step < maxNew && !done.every(Boolean); step++) {
@@ -414,12 +477,9 @@ class Model implements HubmoeModel {
   }
 
   async dispose(): Promise<void> {
+    this.staticCache?.dispose();
     await this.backend.release();
   }
-}
-
-function presentName(past: string): string {
-  return past.startsWith('past_key_values.') ? past.replace('past_key_values.', 'present.') : past.replace(/^past_/, 'present_');
 }
 
 function hostLogits(out: Record<string, Value>): HostValue {

@@ -1,0 +1,282 @@
+/**
+ * Runs of the static-cache graph (`onnx/<name>_static.onnx`, built by src/onnx/build.ts with
+ * `staticCache`): KV caches are buffers of a fixed number of slots (the window), the attention mask
+ * covers the whole window, and `cache_position` says which slots a run writes. A decode step then has
+ * the same shapes at every position, so on CUDA (native backend, `enable_cuda_graph`) it is captured
+ * once as a CUDA graph and replayed: one launch per step instead of one ONNX Runtime dispatch per node.
+ *
+ * On the native backend the caches live in two sets of buffers allocated once per batch size: a run
+ * reads one set and writes the other (a replayed graph reads and writes the addresses it was captured
+ * with, so the two directions are two graphs). The step's inputs (token ids, mask, position) are small
+ * buffers written before each run; the logits come back through one bound buffer. On
+ * onnxruntime-node the same graph runs with host tensors, each step's present caches fed back as the
+ * next step's past ones.
+ */
+import { HubmoeError } from '../src/errors.js';
+import { Tensor, isDeviceValue } from './backend.js';
+import type { InferenceBackend, Value } from './backend.js';
+import type { DeviceValue } from './native/index.js';
+
+/** The static graph's inputs other than caches. */
+const STEP_INPUTS = new Set(['input_ids', 'attention_mask', 'cache_position']);
+
+/** The name of the present output that carries a past input forward. */
+export function presentName(past: string): string {
+  return past.startsWith('past_key_values.') ? past.replace('past_key_values.', 'present.') : past.replace(/^past_/, 'present_');
+}
+
+interface CacheInfo {
+  input: string;
+  output: string;
+  type: 'float32' | 'float16';
+  shape: Array<number | string>;
+}
+
+/** Host outputs of a prefill or forward: logits [B, T, V] and any extra outputs asked for. */
+export type HostOutputs = Record<string, Value>;
+
+/** One generation's decode steps. */
+export interface DecodeStream {
+  /** Feeds each row's next token; returns the step's logits, [B × V]. */
+  step(next: readonly number[]): Promise<Float32Array>;
+  /** Frees what the generation held (buffers of a one-off window; a kept window is released for reuse). */
+  end(): void;
+}
+
+/** Buffers of one batch size and window on the native backend. */
+interface Window {
+  B: number;
+  S: number;
+  sets: [Record<string, DeviceValue>, Record<string, DeviceValue>];
+  ids: DeviceValue;
+  mask: DeviceValue;
+  pos: DeviceValue;
+  logits: DeviceValue;
+  /** CUDA graph ids for a step reading set 0 and for one reading set 1 (graph sessions only). */
+  graphIds?: [number, number];
+  busy: boolean;
+}
+
+export interface StaticOptions {
+  /** Slots of the window kept per batch size (and captured as CUDA graphs); longer generations get a one-off window. */
+  maxLength: number;
+  /** Padded vocabulary size (the logits' last dim). */
+  vocab: number;
+}
+
+export class StaticCache {
+  private readonly caches: CacheInfo[];
+  private readonly windows = new Map<number, Window>();
+  private nextGraphId = 1;
+
+  constructor(
+    private readonly backend: InferenceBackend,
+    private readonly opts: StaticOptions,
+  ) {
+    for (const name of STEP_INPUTS) {
+      if (!backend.inputNames.includes(name)) throw new HubmoeError('BAD_SPEC', `the static-cache graph has no input ${name}; reconvert the model with this hubmoe`);
+    }
+    this.caches = backend.inputNames
+      .filter((n) => !STEP_INPUTS.has(n))
+      .map((input) => {
+        const type = backend.inputType(input);
+        if (type !== 'float32' && type !== 'float16') throw new HubmoeError('BAD_SPEC', `static-cache graph input ${input} has element type ${type}; caches are float32 or float16`);
+        const output = presentName(input);
+        if (!backend.outputNames.includes(output)) throw new HubmoeError('BAD_SPEC', `the static-cache graph has input ${input} but no output ${output}`);
+        return { input, output, type, shape: backend.inputShape(input) };
+      });
+  }
+
+  /** Whether decode steps are replayed CUDA graphs. */
+  get graphs(): boolean {
+    return this.backend.cudaGraph === true;
+  }
+
+  private dims(c: CacheInfo, B: number, S: number): number[] {
+    return c.shape.map((d) => {
+      if (typeof d === 'number') return d;
+      if (d === 'batch_size') return B;
+      if (d === 'max_length') return S;
+      throw new HubmoeError('BAD_SPEC', `static-cache graph input ${c.input} has an unknown dim ${d}`);
+    });
+  }
+
+  private hostCaches(B: number, S: number): Record<string, Value> {
+    const feeds: Record<string, Value> = {};
+    for (const c of this.caches) {
+      const dims = this.dims(c, B, S);
+      const n = dims.reduce((a, b) => a * b, 1);
+      feeds[c.input] = c.type === 'float16' ? new Tensor('float16', new Uint16Array(n), dims) : new Tensor('float32', new Float32Array(n), dims);
+    }
+    return feeds;
+  }
+
+  private allocWindow(B: number, S: number, graph: boolean): Window {
+    const alloc = this.backend.allocate!.bind(this.backend);
+    const made: DeviceValue[] = [];
+    const a = <T extends DeviceValue>(v: T): T => {
+      made.push(v);
+      return v;
+    };
+    try {
+      const set = (): Record<string, DeviceValue> => Object.fromEntries(this.caches.map((c) => [c.input, a(alloc(c.type, this.dims(c, B, S)))]));
+      const w: Window = {
+        B,
+        S,
+        sets: [set(), set()],
+        ids: a(alloc('int64', [B, 1])),
+        mask: a(alloc('int64', [B, S])),
+        pos: a(alloc('int64', [1])),
+        logits: a(alloc('float32', [B, 1, this.opts.vocab])),
+        busy: false,
+      };
+      if (graph) w.graphIds = [this.nextGraphId++, this.nextGraphId++];
+      return w;
+    } catch (err) {
+      for (const v of made) v.dispose();
+      throw err;
+    }
+  }
+
+  private static disposeWindow(w: Window): void {
+    for (const set of w.sets) for (const v of Object.values(set)) v.dispose();
+    for (const v of [w.ids, w.mask, w.pos, w.logits]) v.dispose();
+  }
+
+  /**
+   * A forward over whole rows from empty caches (no state kept): host logits [B, T, V] and `extra`
+   * outputs. `mask` is [B, T] row-major.
+   */
+  async forward(ids: BigInt64Array, mask: BigInt64Array, B: number, T: number, extra: readonly string[]): Promise<HostOutputs> {
+    const positions = new Tensor('int64', BigInt64Array.from({ length: T }, (_, i) => BigInt(i)), [T]);
+    const base = { input_ids: new Tensor('int64', ids, [B, T]), attention_mask: new Tensor('int64', mask, [B, T]), cache_position: positions };
+    if (!this.backend.allocate || !this.backend.runBound) {
+      return this.backend.run({ ...base, ...this.hostCaches(B, T) });
+    }
+    const past: Record<string, DeviceValue> = {};
+    try {
+      for (const c of this.caches) past[c.input] = this.backend.allocate(c.type, this.dims(c, B, T));
+      return await this.backend.runBound({ ...base, ...past }, {}, ['logits', ...extra], this.graphs ? -1 : undefined);
+    } finally {
+      for (const v of Object.values(past)) v.dispose();
+    }
+  }
+
+  /**
+   * Starts a generation: the prefill of `ids` ([B, T], left-padded, `mask` [B, T]) into a window with
+   * room for `maxNew` more tokens. Returns its host outputs (logits [B, T, V] and `extra`) and the
+   * stream of decode steps.
+   */
+  async begin(ids: BigInt64Array, mask: BigInt64Array, B: number, T: number, maxNew: number, extra: readonly string[]): Promise<{ out: HostOutputs; stream: DecodeStream }> {
+    if (!this.backend.allocate || !this.backend.runBound) return this.beginHost(ids, mask, B, T, maxNew, extra);
+    const need = T + maxNew;
+    let w: Window;
+    let oneOff: boolean;
+    // Without CUDA graphs a window as long as this generation needs is cheapest; with them, one window
+    // per batch size is kept so that its captured graphs are replayed by later generations.
+    const fits = this.graphs && need <= this.opts.maxLength;
+    const kept = fits ? this.windows.get(B) : undefined;
+    if (kept && !kept.busy) {
+      w = kept;
+      oneOff = false;
+    } else if (fits && !kept) {
+      w = this.allocWindow(B, this.opts.maxLength, this.graphs);
+      this.windows.set(B, w);
+      oneOff = false;
+    } else {
+      // Longer than the kept window, or that window is in use by another generation: a window of its own, not captured.
+      w = this.allocWindow(B, need, false);
+      oneOff = true;
+    }
+    w.busy = true;
+    const release = (): void => {
+      w.busy = false;
+      if (oneOff) StaticCache.disposeWindow(w);
+    };
+    const S = w.S;
+    const run = this.backend.runBound.bind(this.backend);
+    let out: HostOutputs;
+    try {
+      for (const v of Object.values(w.sets[0])) v.zero();
+      w.mask.zero();
+      w.mask.write(mask, 0, T, S);
+      const feeds: Record<string, Value> = {
+        input_ids: new Tensor('int64', ids, [B, T]),
+        attention_mask: w.mask,
+        cache_position: new Tensor('int64', BigInt64Array.from({ length: T }, (_, i) => BigInt(i)), [T]),
+        ...w.sets[0],
+      };
+      const bind = Object.fromEntries(this.caches.map((c) => [c.output, w.sets[1][c.input]!]));
+      out = await run(feeds, bind, ['logits', ...extra], w.graphIds ? -1 : undefined);
+    } catch (err) {
+      release();
+      throw err;
+    }
+    let cur: 0 | 1 = 1;
+    let slot = T;
+    const ones = new BigInt64Array(B).fill(1n);
+    const stream: DecodeStream = {
+      step: async (next) => {
+        if (slot >= S) throw new HubmoeError('RUNTIME', `internal error: the static window of ${S} slots is full`);
+        w.ids.write(BigInt64Array.from(next, (t) => BigInt(t)));
+        w.mask.write(ones, slot, 1, S);
+        w.pos.write(BigInt64Array.of(BigInt(slot)));
+        const feeds: Record<string, Value> = { input_ids: w.ids, attention_mask: w.mask, cache_position: w.pos, ...w.sets[cur] };
+        const other = w.sets[cur === 0 ? 1 : 0];
+        const bind: Record<string, DeviceValue> = { logits: w.logits };
+        for (const c of this.caches) bind[c.output] = other[c.input]!;
+        await run(feeds, bind, [], w.graphIds ? w.graphIds[cur] : undefined);
+        cur = cur === 0 ? 1 : 0;
+        slot += 1;
+        return w.logits.download().data as Float32Array;
+      },
+      end: release,
+    };
+    return { out, stream };
+  }
+
+  /** onnxruntime-node: host tensors, present caches fed back as the next past ones. */
+  private async beginHost(ids: BigInt64Array, mask: BigInt64Array, B: number, T: number, maxNew: number, extra: readonly string[]): Promise<{ out: HostOutputs; stream: DecodeStream }> {
+    void extra;
+    const S = T + maxNew;
+    const full = new BigInt64Array(B * S);
+    for (let r = 0; r < B; r++) full.set(mask.subarray(r * T, (r + 1) * T), r * S);
+    let out = await this.backend.run({
+      input_ids: new Tensor('int64', ids, [B, T]),
+      attention_mask: new Tensor('int64', full, [B, S]),
+      cache_position: new Tensor('int64', BigInt64Array.from({ length: T }, (_, i) => BigInt(i)), [T]),
+      ...this.hostCaches(B, S),
+    });
+    const first = out;
+    let slot = T;
+    const stream: DecodeStream = {
+      step: async (next) => {
+        if (slot >= S) throw new HubmoeError('RUNTIME', `internal error: the static window of ${S} slots is full`);
+        for (let r = 0; r < B; r++) full[r * S + slot] = 1n;
+        const feeds: Record<string, Value> = {
+          input_ids: new Tensor('int64', BigInt64Array.from(next, (t) => BigInt(t)), [B, 1]),
+          attention_mask: new Tensor('int64', full.slice(), [B, S]),
+          cache_position: new Tensor('int64', BigInt64Array.of(BigInt(slot)), [1]),
+        };
+        for (const c of this.caches) {
+          const v = out[c.output];
+          if (!v) throw new HubmoeError('RUNTIME', `the model did not return ${c.output}`);
+          feeds[c.input] = v;
+        }
+        out = await this.backend.run(feeds);
+        slot += 1;
+        const l = out.logits;
+        if (!l || isDeviceValue(l)) throw new HubmoeError('RUNTIME', 'the model returned no host logits');
+        return l.data as Float32Array;
+      },
+      end: () => {},
+    };
+    return { out: first, stream };
+  }
+
+  /** Frees the kept windows (their CUDA graphs stay with the session until it is released). */
+  dispose(): void {
+    for (const w of this.windows.values()) StaticCache.disposeWindow(w);
+    this.windows.clear();
+  }
+}

@@ -1,0 +1,234 @@
+/**
+ * The static-cache graph (onnx/<name>_static.onnx) and its runner (runtime/static.ts): the same logits and tokens
+ * as the dynamic graph for every family, target and backend that runs on the CPU; windows kept per batch size and
+ * reused, caches alternating between two buffer sets under alternating CUDA-graph ids (checked here with a backend
+ * that records the ids it is given); the export sharing one copy of the weights.
+ */
+import { readFile, rm, stat } from 'node:fs/promises';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { convert } from '../../src/convert.js';
+import { HubmoeError } from '../../src/errors.js';
+import { GraphBuilder } from '../../src/onnx/graph.js';
+import { writeOnnxSharing } from '../../src/onnx/export.js';
+import { createBackend, customOpsLibrary } from '../../runtime/backend.js';
+import type { HostValue, InferenceBackend } from '../../runtime/backend.js';
+import { loadModel } from '../../runtime/model.js';
+import { loadNative } from '../../runtime/native/index.js';
+import { StaticCache } from '../../runtime/static.js';
+import { fixture, tempDir } from '../helpers.js';
+import { existsSync } from 'node:fs';
+
+const native = loadNative();
+const fusedOk = Boolean(native) && existsSync(customOpsLibrary('cpu'));
+const skipNative = !native && !process.env.CI;
+
+function maxRel(a: ArrayLike<number>, b: ArrayLike<number>): number {
+  expect(a.length).toBe(b.length);
+  let d = 0;
+  let m = 0;
+  for (let i = 0; i < a.length; i++) {
+    d = Math.max(d, Math.abs(a[i]! - b[i]!));
+    m = Math.max(m, Math.abs(b[i]!));
+  }
+  return d / m;
+}
+
+// Ragged rows (left-padded), so that the window's mask carries padding as well as unwritten slots.
+const PROMPTS = [
+  [1, 5, 9, 22, 7],
+  [3, 4],
+];
+
+describe('the static-cache graph', () => {
+  let dir: string;
+  beforeAll(async () => {
+    dir = await tempDir('hubmoe-static-');
+  });
+  afterAll(async () => rm(dir, { recursive: true, force: true }));
+
+  const cases: Array<{ fixture: string; target: 'portable' | 'fused'; backend: 'onnxruntime-node' | 'native' }> = [
+    { fixture: 'jamba-odd', target: 'portable', backend: 'onnxruntime-node' },
+    { fixture: 'jamba-odd', target: 'portable', backend: 'native' },
+    { fixture: 'jamba-demo', target: 'fused', backend: 'native' },
+    { fixture: 'blackmamba-glu-bias', target: 'fused', backend: 'native' },
+    { fixture: 'moe-mamba', target: 'portable', backend: 'onnxruntime-node' },
+    { fixture: 'mamba-hf', target: 'fused', backend: 'native' },
+  ];
+  for (const c of cases) {
+    const skip = c.backend === 'native' && (skipNative || (c.target === 'fused' && !fusedOk && !process.env.CI));
+    it.skipIf(skip)(`${c.fixture}, ${c.target} target, ${c.backend}: generates and scores as the dynamic graph does`, async () => {
+      const out = join(dir, `${c.fixture}-${c.target}`);
+      if (!existsSync(join(out, 'hubmoe.json'))) await convert(fixture(c.fixture, 'checkpoint'), { outDir: out, target: c.target });
+      const dynamic = await loadModel(out, { backend: c.backend, threads: 1 });
+      const fixed = await loadModel(out, { backend: c.backend, threads: 1, staticCache: true });
+      try {
+        expect(dynamic.graph).toBe('dynamic');
+        expect(fixed.graph).toBe('static');
+        const opts = { maxNewTokens: 6, ignoreEos: true, outputLogits: true };
+        const a = await dynamic.generate(PROMPTS, opts);
+        const b = await fixed.generate(PROMPTS, opts);
+        expect(b.tokens).toEqual(a.tokens);
+        a.logits!.forEach((l, i) => expect(maxRel(b.logits![i]!, l)).toBeLessThan(1e-5));
+        const fa = await dynamic.forward(PROMPTS);
+        const fb = await fixed.forward(PROMPTS);
+        expect(fb.dims).toEqual(fa.dims);
+        expect(maxRel(fb.data, fa.data)).toBeLessThan(1e-5);
+      } finally {
+        await dynamic.dispose();
+        await fixed.dispose();
+      }
+    });
+  }
+
+  it('is written next to each dynamic graph and reads that graph\'s external data', async () => {
+    const out = join(dir, 'jamba-demo-both');
+    const res = await convert(fixture('jamba-demo', 'checkpoint'), { outDir: out, dtype: 'both' });
+    expect(res.files).toEqual(expect.arrayContaining(['onnx/model_static.onnx', 'onnx/model_fp16_static.onnx']));
+    expect(existsSync(join(out, 'onnx', 'model_static.onnx_data'))).toBe(false);
+    const graph = await readFile(join(out, 'onnx', 'model_static.onnx'));
+    expect(graph.includes(Buffer.from('model.onnx_data'))).toBe(true);
+    expect(graph.includes(Buffer.from('cache_position'))).toBe(true);
+    // The graph itself is small: the weights stay in model.onnx_data, once.
+    expect((await stat(join(out, 'onnx', 'model_static.onnx'))).size).toBeLessThan((await stat(join(out, 'onnx', 'model.onnx_data'))).size / 4);
+    const fp16 = await readFile(join(out, 'onnx', 'model_fp16_static.onnx'));
+    expect(fp16.includes(Buffer.from('model_fp16.onnx_data'))).toBe(true);
+  });
+
+  it('refuses to share external data between graphs whose weights differ', async () => {
+    const a = new GraphBuilder('fp32');
+    const b = new GraphBuilder('fp32');
+    const part = { elements: 4, read: async () => new Float32Array(4) };
+    a.weight('w', [2, 2], [part]);
+    b.weight('w', [4, 1], [part]);
+    await expect(writeOnnxSharing(b, a, dir, 'x_static', 'x', { producerVersion: '0' })).rejects.toThrow(/differ from x\.onnx's/);
+  });
+
+  it('a model dir without it: staticCache is refused with a clear error', async () => {
+    const out = join(dir, 'jamba-odd-portable');
+    if (!existsSync(join(out, 'hubmoe.json'))) await convert(fixture('jamba-odd', 'checkpoint'), { outDir: out });
+    await rm(join(out, 'onnx', 'model_static.onnx'));
+    const err = await loadModel(out, { staticCache: true }).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(HubmoeError);
+    expect((err as HubmoeError).code).toBe('NOT_FOUND');
+    expect((err as HubmoeError).message).toMatch(/model_static\.onnx is missing.*reconvert/);
+    const m = await loadModel(out);
+    expect(m.graph).toBe('dynamic');
+    await m.dispose();
+    await expect(loadModel(out, { maxLength: 1 })).rejects.toMatchObject({ code: 'BAD_ARGUMENT' });
+  });
+});
+
+/**
+ * Window reuse and CUDA-graph ids on the CPU: the native backend's static session wrapped so that it claims CUDA
+ * graphs (the runner then keeps one window per batch size and alternates graph ids) and records the ids, which a
+ * CPU session cannot take, instead of passing them on.
+ */
+describe.skipIf(skipNative)('static windows and graph ids', () => {
+  let dir: string;
+  let inner: InferenceBackend;
+  let reference: Awaited<ReturnType<typeof loadModel>>;
+  const ids: Array<number | undefined> = [];
+  let wrapped: InferenceBackend;
+  let V = 0;
+
+  beforeAll(async () => {
+    dir = await tempDir('hubmoe-static-graph-');
+    await convert(fixture('jamba-odd', 'checkpoint'), { outDir: join(dir, 'm') });
+    inner = await createBackend(join(dir, 'm', 'onnx', 'model_static.onnx'), { device: 'cpu', backend: 'native', threads: 1 });
+    reference = await loadModel(join(dir, 'm'), { threads: 1 });
+    V = reference.spec.vocab.padded_size;
+    wrapped = {
+      name: inner.name,
+      device: inner.device,
+      inputNames: inner.inputNames,
+      outputNames: inner.outputNames,
+      inputShape: (n) => inner.inputShape(n),
+      inputType: (n) => inner.inputType(n),
+      run: (f, d) => inner.run(f, d),
+      allocate: (t, d) => inner.allocate!(t, d),
+      runBound: (f, b, o, g) => {
+        ids.push(g);
+        return inner.runBound!(f, b, o);
+      },
+      cudaGraph: true,
+      release: () => inner.release(),
+    };
+  });
+  afterAll(async () => {
+    await inner?.release();
+    await reference?.dispose();
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  /** Greedy decoding through the runner: each step's logits and tokens. */
+  async function greedy(cache: StaticCache, rows: number[][], steps: number): Promise<{ tokens: number[][]; logits: Float32Array[] }> {
+    const B = rows.length;
+    const T = Math.max(...rows.map((r) => r.length));
+    const flat = new BigInt64Array(B * T);
+    const mask = new BigInt64Array(B * T);
+    rows.forEach((r, b) => r.forEach((t, i) => ((flat[b * T + T - r.length + i] = BigInt(t)), (mask[b * T + T - r.length + i] = 1n))));
+    const { out, stream } = await cache.begin(flat, mask, B, T, steps, []);
+    const argmax = (l: Float32Array, off: number): number => {
+      let best = 0;
+      for (let v = 1; v < V; v++) if (l[off + v]! > l[off + best]!) best = v;
+      return best;
+    };
+    const first = (out.logits as HostValue).data as Float32Array;
+    let next = rows.map((_, b) => argmax(first, (b * T + T - 1) * V));
+    const tokens = rows.map((_, b) => [next[b]!]);
+    const logits: Float32Array[] = [];
+    try {
+      for (let s = 1; s < steps; s++) {
+        const l = await stream.step(next);
+        logits.push(l);
+        next = rows.map((_, b) => argmax(l, b * V));
+        next.forEach((t, b) => tokens[b]!.push(t));
+      }
+    } finally {
+      stream.end();
+    }
+    return { tokens, logits };
+  }
+
+  it('keeps a window per batch size, alternates two graph ids over it, and repeats itself on reuse', async () => {
+    const cache = new StaticCache(wrapped, { maxLength: 32, vocab: V });
+    expect(cache.graphs).toBe(true);
+    const want = await reference.generate(PROMPTS, { maxNewTokens: 5, ignoreEos: true, outputLogits: true });
+    ids.length = 0;
+    const first = await greedy(cache, PROMPTS, 5);
+    expect(first.tokens).toEqual(want.tokens);
+    first.logits.forEach((l, i) => expect(maxRel(l, want.logits![i + 1]!)).toBeLessThan(1e-5));
+    // Prefill uncaptured; the steps alternate between reading set 1 (graph 2) and set 0 (graph 1).
+    expect(ids).toEqual([-1, 2, 1, 2, 1]);
+    ids.length = 0;
+    const again = await greedy(cache, PROMPTS, 5);
+    expect(again.tokens).toEqual(first.tokens);
+    again.logits.forEach((l, i) => expect(l).toEqual(first.logits[i]));
+    expect(ids).toEqual([-1, 2, 1, 2, 1]);
+    // Another batch size: a window and two graphs of its own.
+    ids.length = 0;
+    const one = await greedy(cache, [PROMPTS[0]!], 3);
+    expect(one.tokens[0]).toEqual(first.tokens[0]!.slice(0, 3));
+    expect(ids).toEqual([-1, 4, 3]);
+    cache.dispose();
+  });
+
+  it('runs a generation longer than the window, or one that finds the window busy, uncaptured in a window of its own', async () => {
+    const cache = new StaticCache(wrapped, { maxLength: 8, vocab: V });
+    const want = await reference.generate(PROMPTS, { maxNewTokens: 6, ignoreEos: true });
+    ids.length = 0;
+    const long = await greedy(cache, PROMPTS, 6); // 5 + 6 > 8 slots
+    expect(long.tokens).toEqual(want.tokens);
+    expect(ids.every((g) => g === undefined)).toBe(true);
+    const short = await reference.generate(PROMPTS, { maxNewTokens: 3, ignoreEos: true });
+    ids.length = 0;
+    const [x, y] = await Promise.all([greedy(cache, PROMPTS, 3), greedy(cache, PROMPTS, 3)]);
+    expect(x.tokens).toEqual(short.tokens);
+    expect(y.tokens).toEqual(short.tokens);
+    // One of the two had the kept window (graph ids), the other a window of its own (none).
+    expect(ids.filter((g) => g !== undefined && g > 0)).toHaveLength(2);
+    expect(ids.filter((g) => g === undefined)).toHaveLength(3);
+    cache.dispose();
+  });
+});
