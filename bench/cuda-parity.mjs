@@ -5,7 +5,12 @@
  * relative logits error, whether greedy decoding gives the reference tokens, and cached decode vs a
  * full recompute. Needs a GPU and onnxruntime-node's CUDA provider libraries (see docs/cuda.md).
  *
- *   npm run build && node bench/cuda-parity.mjs [--target portable|fused] [--backend native|onnxruntime-node] [--json FILE] [fixture …]
+ *   npm run build && node bench/cuda-parity.mjs [--target portable|fused] [--backend native|onnxruntime-node]
+ *       [--graph dynamic|static|cuda-graph] [--json FILE] [fixture …]
+ *
+ * --graph: the dynamic graph, the static-cache graph, or the static-cache graph with CUDA graphs of the decode
+ * step (default: what loadModel picks). With the static-cache graph, generation runs twice and the second run
+ * (graphs replayed) must repeat the first.
  */
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -18,12 +23,14 @@ import { toFloat32, toIntArray } from '../dist/src/io/dtype.js';
 
 const { values, positionals } = parseArgs({
   allowPositionals: true,
-  options: { json: { type: 'string' }, device: { type: 'string', default: 'cuda' }, target: { type: 'string', default: 'portable' }, backend: { type: 'string' } },
+  options: { json: { type: 'string' }, device: { type: 'string', default: 'cuda' }, target: { type: 'string', default: 'portable' }, backend: { type: 'string' }, graph: { type: 'string' } },
 });
 const root = new URL('..', import.meta.url).pathname;
 const fixtures = positionals.length
   ? positionals
   : ['jamba-demo', 'jamba-odd', 'jamba-dense', 'blackmamba-glu-bias', 'blackmamba-plain', 'moe-mamba', 'mamba-hf', 'mamba-hf-bias'];
+const graphOptions = { dynamic: { staticCache: false }, static: { staticCache: true, cudaGraph: false }, 'cuda-graph': { staticCache: true, cudaGraph: true } };
+if (values.graph && !graphOptions[values.graph]) throw new Error(`--graph must be dynamic, static or cuda-graph (got ${values.graph})`);
 const dir = await mkdtemp(join(tmpdir(), 'hubmoe-cuda-'));
 
 function rel(got, want) {
@@ -49,8 +56,9 @@ for (const name of fixtures) {
   const r = { fixture: name };
   try {
     await convert(join(root, 'fixtures', name, 'checkpoint'), { outDir: out, dtype: 'fp16', target: values.target });
-    const model = await loadModel(out, { device: values.device, dtype: 'fp16', ...(values.backend ? { backend: values.backend } : {}) });
+    const model = await loadModel(out, { device: values.device, dtype: 'fp16', ...(values.backend ? { backend: values.backend } : {}), ...(graphOptions[values.graph] ?? {}) });
     r.backend = model.backendName;
+    r.graph = model.graph;
     const logits = await model.forward(await rows('input_ids'));
     r.logits_rel = rel(logits.data, await floats('logits'));
     const prompt = await rows('greedy_prompt');
@@ -66,6 +74,12 @@ for (const name of fixtures) {
     const full = await model.forward([[...prompt[0], ...gen.tokens[0]]]);
     const P = prompt[0].length;
     r.cached_vs_recompute_rel = rel(ours, full.data.subarray((P - 1) * V, (P - 1 + want.length) * V));
+    if (model.graph !== 'dynamic') {
+      const again = await model.generate(prompt, { maxNewTokens: want.length, ignoreEos: true, outputLogits: true });
+      const second = new Float32Array(steps.length);
+      again.logits.forEach((l, i) => second.set(l, i * V));
+      r.repeat_rel = rel(second, ours);
+    }
     await model.dispose();
   } catch (err) {
     r.error = String(err?.message ?? err);
@@ -75,12 +89,12 @@ for (const name of fixtures) {
   console.error(JSON.stringify(r));
 }
 await rm(dir, { recursive: true, force: true });
-console.log(`target ${values.target}, backend ${results[0]?.backend ?? '?'}`);
-console.log('| fixture | logits rel. error | greedy tokens | step logits rel. error | cached vs recompute |');
-console.log('| --- | --- | --- | --- | --- |');
+console.log(`target ${values.target}, backend ${results[0]?.backend ?? '?'}, graph ${results[0]?.graph ?? '?'}`);
+console.log('| fixture | logits rel. error | greedy tokens | step logits rel. error | cached vs recompute | second generation vs first |');
+console.log('| --- | --- | --- | --- | --- | --- |');
 const f = (x) => (x === null || x === undefined ? '—' : x.toExponential(1));
 for (const r of results) {
-  if (r.error) console.log(`| ${r.fixture} | error: ${r.error.slice(0, 120)} | | | |`);
-  else console.log(`| ${r.fixture} | ${f(r.logits_rel)} | ${r.greedy_equal ? 'equal' : `differ from step ${r.greedy_first_diff}`} | ${f(r.step_logits_rel)} | ${f(r.cached_vs_recompute_rel)} |`);
+  if (r.error) console.log(`| ${r.fixture} | error: ${r.error.slice(0, 120)} | | | | |`);
+  else console.log(`| ${r.fixture} | ${f(r.logits_rel)} | ${r.greedy_equal ? 'equal' : `differ from step ${r.greedy_first_diff}`} | ${f(r.step_logits_rel)} | ${f(r.cached_vs_recompute_rel)} | ${r.repeat_rel === undefined ? '—' : f(r.repeat_rel)} |`);
 }
 if (values.json) await writeFile(values.json, JSON.stringify(results, null, 2));

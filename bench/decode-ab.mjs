@@ -5,7 +5,11 @@
  * that drifts of the machine hit all of them alike. Prints each model's median ms/step over all
  * steps of all rounds, and the ratio to the first model.
  *
- *   npm run build && node bench/decode-ab.mjs [--device cuda] [--rounds 5] [--steps 32] [--prompt 64] [--json FILE] LABEL=DIR …
+ *   npm run build && node bench/decode-ab.mjs [--device cuda] [--rounds 5] [--steps 32] [--prompt 64] [--json FILE] LABEL=DIR[#GRAPH] …
+ *
+ * GRAPH picks how a model runs: dynamic (the dynamic graph), static (the static-cache graph) or cuda-graph (the
+ * static-cache graph with CUDA graphs of the decode step); default: what loadModel picks. One dir may appear
+ * several times with different GRAPHs.
  */
 import { writeFile } from 'node:fs/promises';
 import { parseArgs } from 'node:util';
@@ -15,10 +19,13 @@ const { values, positionals } = parseArgs({
   allowPositionals: true,
   options: { device: { type: 'string', default: 'cuda' }, rounds: { type: 'string', default: '5' }, steps: { type: 'string', default: '32' }, prompt: { type: 'string', default: '64' }, json: { type: 'string' } },
 });
+const graphOptions = { dynamic: { staticCache: false }, static: { staticCache: true, cudaGraph: false }, 'cuda-graph': { staticCache: true, cudaGraph: true } };
 const models = [];
 for (const p of positionals) {
-  const [label, dir] = p.includes('=') ? [p.slice(0, p.indexOf('=')), p.slice(p.indexOf('=') + 1)] : [p, p];
-  models.push({ label, dir, model: await loadModel(dir, { device: values.device }), times: [] });
+  const [label, spec] = p.includes('=') ? [p.slice(0, p.indexOf('=')), p.slice(p.indexOf('=') + 1)] : [p, p];
+  const [dir, graph] = spec.includes('#') ? [spec.slice(0, spec.indexOf('#')), spec.slice(spec.indexOf('#') + 1)] : [spec, undefined];
+  if (graph !== undefined && !graphOptions[graph]) throw new Error(`${p}: the graph must be dynamic, static or cuda-graph`);
+  models.push({ label, dir, model: await loadModel(dir, { device: values.device, ...(graph ? graphOptions[graph] : {}) }), times: [] });
 }
 let seed = 99;
 const rand = (V) => {

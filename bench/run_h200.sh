@@ -6,11 +6,14 @@
 #   bash bench/run_h200.sh setup        # node_modules links into the device kit
 #   bash bench/run_h200.sh parity OUT   # fp16 parity of both targets on the fixtures (CUDA)
 #   bash bench/run_h200.sh eager OUT    # build the Jamba period (random bf16 weights), save it, time transformers eager
-#   bash bench/run_h200.sh fused OUT    # convert it (--target fused --dtype fp16) and time hubmoe fused (native backend)
+#   bash bench/run_h200.sh fused OUT    # convert it (--target fused --dtype fp16) and time hubmoe fused (native backend), with
+#                                       # the static-cache graph and CUDA graphs (the default) and with the dynamic graph
 #   bash bench/run_h200.sh portable OUT # convert it (--target portable) and time it on the CUDA EP, via onnxruntime-node and via the native backend
 #   bash bench/run_h200.sh scap-period OUT      # a 2-expert copy of the period (same weights read per token at batch 1) and SCAP thresholds for 40 / 50 %
 #   bash bench/run_h200.sh scap-speed OUT S…    # fused fp16, dense (S = dense) or pruned at S (0.4, 0.5): batch-1 decode and prefill
 #   bash bench/run_h200.sh scap-ab OUT S…       # dense and pruned at each S, loaded together, batch-1 decode interleaved over 5 rounds
+#                                               # (default graph: static cache + CUDA graphs; and the dynamic graph)
+#   bash bench/run_h200.sh scap-profile OUT S…  # GPU time of a batch-1 decode step per kernel (ncu), dense and pruned at each S
 #   bash bench/run_h200.sh scap-parity OUT CALIB [HELD]  # SCAP-pruned Brown models: fused on CUDA (fp32, fp16) vs the portable graph on the CPU
 set -euo pipefail
 step=$1
@@ -49,9 +52,9 @@ case "$step" in
     ;;
   fused)
     setup
-    node bench/speed.mjs --convert "$work/jamba-period" --out "$work/fused" --target fused --dtype fp16
-    node bench/speed.mjs --model "$work/fused" --device cuda --backend native --label "hubmoe fused (native backend)" --json "$out/fused.json"
-    rm -rf "$work/fused"
+    [ -f "$work/fused/hubmoe.json" ] || node bench/speed.mjs --convert "$work/jamba-period" --out "$work/fused" --target fused --dtype fp16
+    node bench/speed.mjs --model "$work/fused" --device cuda --backend native --label "hubmoe fused (native backend, static cache + CUDA graphs)" --json "$out/fused.json"
+    node bench/speed.mjs --model "$work/fused" --device cuda --backend native --graph dynamic --label "hubmoe fused (native backend, dynamic graph)" --json "$out/fused-dynamic.json"
     ;;
   portable)
     setup
@@ -82,7 +85,20 @@ case "$step" in
       scap_convert "$s"
       models+=("SCAP $s=$work/scap-$s")
     done
+    # The same dirs on the dynamic graph (no static cache, no CUDA graphs), in the same interleaved rounds.
+    for s in dense "$@"; do models+=("SCAP $s, dynamic graph=$work/scap-$s#dynamic"); done
     node bench/decode-ab.mjs --rounds 5 --json "$out/decode-ab.json" "${models[@]}" | tee "$out/decode-ab.md"
+    ;;
+  scap-profile)
+    # GPU time of a batch-1 decode step, kernel by kernel (Nsight Compute), dense and pruned at each S.
+    setup
+    shift 2
+    for s in dense "$@"; do
+      scap_convert "$s"
+      /usr/local/cuda/bin/ncu --metrics gpu__time_duration.sum --csv --print-units base \
+        node bench/kernel-profile.mjs run --model "$work/scap-$s" > "$out/kernels-$s.csv" 2> "$out/ncu-$s.log" || { tail -20 "$out/ncu-$s.log"; exit 1; }
+      node bench/kernel-profile.mjs summary "$out/kernels-$s.csv" --json "$out/kernels-$s.json" | tee "$out/kernels-$s.md"
+    done
     ;;
   scap-parity)
     setup

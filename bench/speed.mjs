@@ -4,6 +4,8 @@
  *
  *   npm run build && node bench/speed.mjs --model DIR [--device cuda] [--backend native|onnxruntime-node]
  *       [--prefill 2048] [--batches 1,16] [--prompt 64] [--steps 32] [--repeat 3] [--threads N] [--json FILE] [--label NAME]
+ *       [--graph dynamic|static|cuda-graph]   (default: what loadModel picks; on CUDA with the native backend,
+ *                                              the static-cache graph with CUDA graphs of the decode step)
  *   node bench/speed.mjs --convert CHECKPOINT --out DIR --target fused|portable --dtype fp16   (convert first)
  *
  * Prefill: one forward over `prefill` random tokens at batch 1 (caches created, logits computed),
@@ -34,6 +36,7 @@ const { values } = parseArgs({
     label: { type: 'string' },
     profile: { type: 'string' },
     threads: { type: 'string' },
+    graph: { type: 'string' },
   },
 });
 
@@ -62,7 +65,10 @@ if (values.convert) {
   process.exit(0);
 }
 
+const graphOptions = { dynamic: { staticCache: false }, static: { staticCache: true, cudaGraph: false }, 'cuda-graph': { staticCache: true, cudaGraph: true } };
+if (values.graph && !graphOptions[values.graph]) throw new Error(`--graph must be dynamic, static or cuda-graph (got ${values.graph})`);
 const model = await loadModel(values.model, {
+  ...(graphOptions[values.graph] ?? {}),
   device: values.device,
   ...(values.backend ? { backend: values.backend } : {}),
   ...(values.profile ? { profileFile: values.profile } : {}),
@@ -75,7 +81,7 @@ const rand = () => {
   return 3 + (seed % (V - 3));
 };
 const ids = (b, t) => Array.from({ length: b }, () => Array.from({ length: t }, rand));
-const result = { label: values.label ?? values.model, device: model.device, backend: model.backendName, dtype: model.dtype, target: model.spec.export?.target };
+const result = { label: values.label ?? values.model, device: model.device, backend: model.backendName, dtype: model.dtype, target: model.spec.export?.target, graph: model.graph };
 
 // Prefill.
 const P = Number(values.prefill);
