@@ -50,6 +50,11 @@ void sparse_correctness(Tally& t, double& e32, double& e16) {
               char extra[64];
               std::snprintf(extra, sizeof extra, " CUDA %s%s", hc::sparse_path_name(path), off ? " misaligned W" : "");
               t.check_err(p.name(extra), err, dt == DType::f32 ? 1e-5 : 1e-3);
+              if (path == hc::SparsePath::sparse && !off) {
+                // The one-launch form's tile counters must be back at zero: a second launch gives the same bytes.
+                const std::vector<double> again = read(run_sparse_cuda(p, path, runner, off).data(), p.S * p.N, dt);
+                t.check_err(p.name(" CUDA sparse, launched again"), again == got ? 0.0 : 1.0, 0.5);
+              }
             }
           }
 }
