@@ -42,11 +42,12 @@ export interface LoadOptions {
   /**
    * With the static-cache graph on CUDA (native backend): capture each decode step as a CUDA graph and
    * replay it (default: on for the fused target; the portable target's ONNX Runtime MoE kernel is not
-   * bit-for-bit repeatable, so it is opt-in there). Generations up to `maxLength` tokens (prompt + new) share one window per
-   * batch size and its graphs; longer ones run uncaptured in a window of their own.
+   * bit-for-bit repeatable, so it is opt-in there). A generation of n tokens (prompt + new) up to `maxLength`
+   * uses a window kept for its batch size and n rounded up to a power of two (at least 256), with its graphs;
+   * longer ones run uncaptured in a window of their own.
    */
   cudaGraph?: boolean;
-  /** Slots of the static window kept per batch size (default 4096). */
+  /** The longest static window kept with its CUDA graphs (default 4096 slots). */
   maxLength?: number;
 }
 

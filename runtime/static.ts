@@ -55,19 +55,36 @@ interface Window {
   /** CUDA graph ids for a step reading set 0 and for one reading set 1 (graph sessions only). */
   graphIds?: [number, number];
   busy: boolean;
+  /** When a generation last took it (for eviction). */
+  used: number;
 }
 
 export interface StaticOptions {
-  /** Slots of the window kept per batch size (and captured as CUDA graphs); longer generations get a one-off window. */
+  /**
+   * The longest window kept (and captured as CUDA graphs). A generation of n tokens (prompt + new) uses the kept
+   * window of its batch size and of n rounded up to a power of two (at least 256 slots, at most maxLength);
+   * longer generations get a window of their own, uncaptured.
+   */
   maxLength: number;
   /** Padded vocabulary size (the logits' last dim). */
   vocab: number;
+  /** Kept windows at most (default 8); the least recently used idle one is freed to make room. */
+  maxWindows?: number;
+}
+
+/** Slots of the kept window for a generation of `need` tokens. */
+export function windowSlots(need: number, maxLength: number): number {
+  let s = 256;
+  while (s < need) s *= 2;
+  return Math.min(s, maxLength);
 }
 
 export class StaticCache {
   private readonly caches: CacheInfo[];
-  private readonly windows = new Map<number, Window>();
+  /** Kept windows by `${B}x${S}`. */
+  private readonly windows = new Map<string, Window>();
   private nextGraphId = 1;
+  private clock = 0;
 
   constructor(
     private readonly backend: InferenceBackend,
@@ -129,6 +146,7 @@ export class StaticCache {
         pos: a(alloc('int64', [1])),
         logits: a(alloc('float32', [B, 1, this.opts.vocab])),
         busy: false,
+        used: 0,
       };
       if (graph) w.graphIds = [this.nextGraphId++, this.nextGraphId++];
       return w;
@@ -172,22 +190,25 @@ export class StaticCache {
     const need = T + maxNew;
     let w: Window;
     let oneOff: boolean;
-    // Without CUDA graphs a window as long as this generation needs is cheapest; with them, one window
-    // per batch size is kept so that its captured graphs are replayed by later generations.
+    // Without CUDA graphs a window as long as this generation needs is cheapest; with them, windows are kept
+    // (per batch size and power-of-two length) so that their captured graphs are replayed by later generations.
     const fits = this.graphs && need <= this.opts.maxLength;
-    const kept = fits ? this.windows.get(B) : undefined;
+    const key = `${B}x${windowSlots(need, this.opts.maxLength)}`;
+    const kept = fits ? this.windows.get(key) : undefined;
     if (kept && !kept.busy) {
       w = kept;
       oneOff = false;
     } else if (fits && !kept) {
-      w = this.allocWindow(B, this.opts.maxLength, this.graphs);
-      this.windows.set(B, w);
+      this.makeRoom();
+      w = this.allocWindow(B, windowSlots(need, this.opts.maxLength), true);
+      this.windows.set(key, w);
       oneOff = false;
     } else {
-      // Longer than the kept window, or that window is in use by another generation: a window of its own, not captured.
+      // Longer than any kept window, or that window is in use by another generation: a window of its own, not captured.
       w = this.allocWindow(B, need, false);
       oneOff = true;
     }
+    w.used = ++this.clock;
     w.busy = true;
     const release = (): void => {
       w.busy = false;
@@ -272,6 +293,24 @@ export class StaticCache {
       end: () => {},
     };
     return { out: first, stream };
+  }
+
+  /** Frees the least recently used idle windows while there are as many as allowed. */
+  private makeRoom(): void {
+    const limit = Math.max(1, this.opts.maxWindows ?? 8);
+    while (this.windows.size >= limit) {
+      let oldest: [string, Window] | undefined;
+      for (const e of this.windows) if (!e[1].busy && (!oldest || e[1].used < oldest[1].used)) oldest = e;
+      if (!oldest) return;
+      // Its graphs stay captured in the session but are never replayed again: new windows take new ids.
+      StaticCache.disposeWindow(oldest[1]);
+      this.windows.delete(oldest[0]);
+    }
+  }
+
+  /** The kept windows' sizes, `${B}x${S}` (for tests and diagnostics). */
+  keptWindows(): string[] {
+    return [...this.windows.keys()];
   }
 
   /** Frees the kept windows (their CUDA graphs stay with the session until it is released). */

@@ -15,7 +15,7 @@ import { createBackend, customOpsLibrary } from '../../runtime/backend.js';
 import type { HostValue, InferenceBackend } from '../../runtime/backend.js';
 import { loadModel } from '../../runtime/model.js';
 import { loadNative } from '../../runtime/native/index.js';
-import { StaticCache } from '../../runtime/static.js';
+import { StaticCache, windowSlots } from '../../runtime/static.js';
 import { fixture, tempDir } from '../helpers.js';
 import { existsSync } from 'node:fs';
 
@@ -211,6 +211,25 @@ describe.skipIf(skipNative)('static windows and graph ids', () => {
     const one = await greedy(cache, [PROMPTS[0]!], 3);
     expect(one.tokens[0]).toEqual(first.tokens[0]!.slice(0, 3));
     expect(ids).toEqual([-1, 4, 3]);
+    expect(cache.keptWindows()).toEqual(['2x32', '1x32']);
+    cache.dispose();
+  });
+
+  it('sizes kept windows to the generation (powers of two from 256) and frees the least recently used', async () => {
+    expect([1, 256, 257, 600, 5000].map((n) => windowSlots(n, 4096))).toEqual([256, 256, 512, 1024, 4096]);
+    const cache = new StaticCache(wrapped, { maxLength: 1024, vocab: V, maxWindows: 2 });
+    const want = await reference.generate(PROMPTS, { maxNewTokens: 4, ignoreEos: true });
+    const a = await greedy(cache, PROMPTS, 4); // 9 tokens: 256 slots
+    expect(a.tokens).toEqual(want.tokens);
+    await greedy(cache, [PROMPTS[1]!], 300); // 302 tokens: 512 slots
+    expect(cache.keptWindows()).toEqual(['2x256', '1x512']);
+    ids.length = 0;
+    await greedy(cache, [PROMPTS[0]!], 2); // a third window: the least recently used (2x256) goes
+    expect(cache.keptWindows()).toEqual(['1x512', '1x256']);
+    ids.length = 0;
+    const b = await greedy(cache, PROMPTS, 4); // 2x256 again: new buffers, new graph ids
+    expect(b.tokens).toEqual(want.tokens);
+    expect(ids[1]).toBeGreaterThan(6);
     cache.dispose();
   });
 
