@@ -114,8 +114,9 @@ export interface HubmoeModel {
   generate(prompts: number[][], options?: GenerateOptions): Promise<GenerateResult>;
   generateText(prompts: string | string[], options?: TextGenerateOptions): Promise<string[]>;
   /**
-   * SCAP-pruned models: inputs kept and seen at each sparsified site since load (or the last reset),
-   * accumulated over every run; achieved sparsity = 1 − kept / total.
+   * SCAP-pruned models (portable target): inputs kept and seen at each sparsified site since load (or the
+   * last reset), accumulated over every run (with the static-cache graph: forward passes and prefills; its
+   * decode steps write only caches and logits); achieved sparsity = 1 − kept / total.
    */
   scapStats(): Map<string, { kept: number; total: number }>;
   resetScapStats(): void;
