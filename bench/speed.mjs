@@ -8,8 +8,9 @@
  *                                              the static-cache graph with CUDA graphs of the decode step)
  *   node bench/speed.mjs --convert CHECKPOINT --out DIR --target fused|portable --dtype fp16   (convert first)
  *
- * Prefill: one forward over `prefill` random tokens at batch 1 (caches created, logits computed),
- * best of `repeat` after a warm-up. Decode: a `prompt`-token prefill at each batch size, then `steps`
+ * Prefill: one forward over `prefill` random tokens at batch 1 (caches created, the logits of every position
+ * copied to the host), best of `repeat` after a warm-up; then the time to the first token of generate() on
+ * the same prompt (only the last position's logits copied). Decode: a `prompt`-token prefill at each batch size, then `steps`
  * cached one-token steps; the time per step is the median over steps (excluding the prefill).
  * Results: tokens/s for prefill; ms/step and tokens/s (batch × steps/s) for decode.
  */
@@ -95,6 +96,15 @@ for (let r = 0; r < Number(values.repeat); r++) {
 }
 result.prefill = { tokens: P, seconds: best / 1000, tokensPerSecond: P / (best / 1000) };
 log(`prefill ${P}: ${(best / 1000).toFixed(3)} s (${(P / (best / 1000)).toFixed(0)} tok/s)`);
+// Time to the first token: the same prompt through generate(), which keeps only the last position's logits.
+best = Infinity;
+for (let r = 0; r < Number(values.repeat); r++) {
+  const t0 = performance.now();
+  await model.generate(prefillIds, { maxNewTokens: 1, ignoreEos: true });
+  best = Math.min(best, performance.now() - t0);
+}
+result.firstToken = { tokens: P, seconds: best / 1000 };
+log(`first token after a ${P}-token prompt: ${(best / 1000).toFixed(3)} s`);
 
 // Decode.
 result.decode = [];

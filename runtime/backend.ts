@@ -54,7 +54,13 @@ export interface InferenceBackend {
    * Native backend only: a run that writes the outputs in `bind` into those values, returns `outputs`
    * (host memory), and, on a session with CUDA graphs, is captured as / replayed from graph `graphId`.
    */
-  runBound?(feeds: Record<string, Value>, bind: Record<string, DeviceValue>, outputs: readonly string[], graphId?: number): Promise<Record<string, Value>>;
+  runBound?(
+    feeds: Record<string, Value>,
+    bind: Record<string, DeviceValue>,
+    outputs: readonly string[],
+    graphId?: number,
+    deviceOutputs?: readonly string[],
+  ): Promise<Record<string, Value>>;
   /** The session captures CUDA graphs (native backend on CUDA, `enable_cuda_graph`). */
   readonly cudaGraph?: boolean;
   release(): Promise<void>;
@@ -158,8 +164,14 @@ class NativeBackend extends SessionBackend<NativeSession> implements InferenceBa
     return this.session.allocate(type, dims);
   }
 
-  async runBound(feeds: Record<string, Value>, bind: Record<string, DeviceValue>, outputs: readonly string[], graphId?: number): Promise<Record<string, Value>> {
-    return this.session.run(feeds as Record<string, NativeFeed>, { bind, outputs, ...(graphId !== undefined ? { graphId } : {}) });
+  async runBound(
+    feeds: Record<string, Value>,
+    bind: Record<string, DeviceValue>,
+    outputs: readonly string[],
+    graphId?: number,
+    deviceOutputs: readonly string[] = [],
+  ): Promise<Record<string, Value>> {
+    return this.session.run(feeds as Record<string, NativeFeed>, { bind, outputs, deviceOutputs, ...(graphId !== undefined ? { graphId } : {}) });
   }
 
   async release(): Promise<void> {

@@ -14,7 +14,7 @@ import { Tensor, chooseBackend, createBackend, isDeviceValue } from './backend.j
 import type { BackendName, Device, HostValue, InferenceBackend, Value } from './backend.js';
 import { isSampling, makeRng, pickToken, validateSampling } from './sampling.js';
 import type { SamplingOptions } from './sampling.js';
-import { StaticCache, presentName } from './static.js';
+import { StaticCache, lastLogits, presentName } from './static.js';
 import { loadTokenizer } from './tokenizer.js';
 import type { TextTokenizer } from './tokenizer.js';
 
@@ -226,8 +226,8 @@ class Model implements HubmoeModel {
   private readonly scapCounts = new Map<string, { kept: number; total: number }>();
 
   /** One run; caches stay on the device where the backend can keep them there. */
-  private async run(feeds: Record<string, Value>): Promise<Record<string, Value>> {
-    return this.count(await this.backend.run(feeds, this.cacheOutputs));
+  private async run(feeds: Record<string, Value>, deviceOutputs: readonly string[] = []): Promise<Record<string, Value>> {
+    return this.count(await this.backend.run(feeds, [...this.cacheOutputs, ...deviceOutputs]));
   }
 
   /** Adds a run's SCAP counters to the model's. */
@@ -365,11 +365,11 @@ class Model implements HubmoeModel {
       });
     };
     if (this.staticCache) {
-      const { out: first, stream } = await this.staticCache.begin(ids, prefillMask, B, T, maxNew, this.scapOutputs);
+      const { out: first, last, stream } = await this.staticCache.begin(ids, prefillMask, B, T, maxNew, this.scapOutputs);
       try {
         this.count(first);
-        let next = chooseNext(hostLogits(first).data as Float32Array, T, T - 1, 0);
         disposeAll(first);
+        let next = chooseNext(last, 1, 0, 0);
         for (let step = 1; step < maxNew && !done.every(Boolean); step++) {
           next = chooseNext(await stream.step(next), 1, 0, step);
         }
@@ -380,13 +380,17 @@ class Model implements HubmoeModel {
     }
     let mask = Array.from(prefillMask, (v) => Number(v));
     let total = T;
-    let out = await this.run({
-      input_ids: new Tensor('int64', ids, [B, T]),
-      attention_mask: new Tensor('int64', prefillMask, [B, T]),
-      ...this.emptyCaches(B),
-    });
+    // The native backend leaves the prefill's logits on the device: only the last position's are copied.
+    let out = await this.run(
+      {
+        input_ids: new Tensor('int64', ids, [B, T]),
+        attention_mask: new Tensor('int64', prefillMask, [B, T]),
+        ...this.emptyCaches(B),
+      },
+      this.backend.name === 'native' ? ['logits'] : [],
+    );
     try {
-      let next = chooseNext(hostLogits(out).data as Float32Array, T, T - 1, 0);
+      let next = chooseNext(lastLogits(out, B, T, V), 1, 0, 0);
       for (let step = 1; step < maxNew && !done.every(Boolean); step++) {
         const grown: number[] = [];
         for (let r = 0; r < B; r++) grown.push(...mask.slice(r * total, (r + 1) * total), 1);

@@ -35,6 +35,36 @@ interface CacheInfo {
 /** Host outputs of a prefill or forward: logits [B, T, V] and any extra outputs asked for. */
 export type HostOutputs = Record<string, Value>;
 
+/**
+ * The logits of each row's last position, [B × V], from a run's `logits` output [B, T, V]: read from a
+ * device value without copying the rest (which is then freed and removed from `out`), or sliced from a host one.
+ */
+export function lastLogits(out: Record<string, Value>, B: number, T: number, V: number): Float32Array {
+  const l = out.logits;
+  if (!l) throw new HubmoeError('RUNTIME', 'the model returned no logits');
+  if (isDeviceValue(l)) {
+    try {
+      return l.read((T - 1) * V, V, T * V, B).data as Float32Array;
+    } finally {
+      l.dispose();
+      delete out.logits;
+    }
+  }
+  const data = l.data as Float32Array;
+  const rows = new Float32Array(B * V);
+  for (let r = 0; r < B; r++) rows.set(data.subarray((r * T + T - 1) * V, (r * T + T) * V), r * V);
+  return rows;
+}
+
+/** A started generation: the prefill's outputs, its last position's logits, and the decode steps. */
+export interface Begun {
+  /** The prefill's other outputs (host), e.g. SCAP counters. */
+  out: HostOutputs;
+  /** Logits of each row's last prompt position, [B × V]. */
+  last: Float32Array;
+  stream: DecodeStream;
+}
+
 /** One generation's decode steps. */
 export interface DecodeStream {
   /** Feeds each row's next token; returns the step's logits, [B × V]. */
@@ -182,10 +212,11 @@ export class StaticCache {
 
   /**
    * Starts a generation: the prefill of `ids` ([B, T], left-padded, `mask` [B, T]) into a window with
-   * room for `maxNew` more tokens. Returns its host outputs (logits [B, T, V] and `extra`) and the
-   * stream of decode steps.
+   * room for `maxNew` more tokens. Returns the logits of the last position ([B × V]; on the native
+   * backend only those are copied to the host), the prefill's `extra` outputs, and the stream of
+   * decode steps.
    */
-  async begin(ids: BigInt64Array, mask: BigInt64Array, B: number, T: number, maxNew: number, extra: readonly string[]): Promise<{ out: HostOutputs; stream: DecodeStream }> {
+  async begin(ids: BigInt64Array, mask: BigInt64Array, B: number, T: number, maxNew: number, extra: readonly string[]): Promise<Begun> {
     if (!this.backend.allocate || !this.backend.runBound) return this.beginHost(ids, mask, B, T, maxNew, extra);
     const need = T + maxNew;
     let w: Window;
@@ -228,7 +259,7 @@ export class StaticCache {
         ...w.sets[0],
       };
       const bind = Object.fromEntries(this.caches.map((c) => [c.output, w.sets[1][c.input]!]));
-      out = await run(feeds, bind, ['logits', ...extra], w.graphIds ? -1 : undefined);
+      out = await run(feeds, bind, extra, w.graphIds ? -1 : undefined, ['logits']);
     } catch (err) {
       release();
       throw err;
@@ -253,11 +284,11 @@ export class StaticCache {
       },
       end: release,
     };
-    return { out, stream };
+    return { out, last: lastLogits(out, B, T, this.opts.vocab), stream };
   }
 
   /** onnxruntime-node: host tensors, present caches fed back as the next past ones. */
-  private async beginHost(ids: BigInt64Array, mask: BigInt64Array, B: number, T: number, maxNew: number, extra: readonly string[]): Promise<{ out: HostOutputs; stream: DecodeStream }> {
+  private async beginHost(ids: BigInt64Array, mask: BigInt64Array, B: number, T: number, maxNew: number, extra: readonly string[]): Promise<Begun> {
     void extra;
     const S = T + maxNew;
     const full = new BigInt64Array(B * S);
@@ -269,6 +300,7 @@ export class StaticCache {
       ...this.hostCaches(B, S),
     });
     const first = out;
+    const last = lastLogits(first, B, T, this.opts.vocab);
     let slot = T;
     const stream: DecodeStream = {
       step: async (next) => {
@@ -292,7 +324,7 @@ export class StaticCache {
       },
       end: () => {},
     };
-    return { out: first, stream };
+    return { out: first, last, stream };
   }
 
   /** Frees the least recently used idle windows while there are as many as allowed. */

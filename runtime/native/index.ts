@@ -88,6 +88,12 @@ export interface DeviceValue {
   write(data: TensorData, offset?: number, width?: number, pitch?: number): void;
   /** Sets every element to zero, synchronously. */
   zero(): void;
+  /**
+   * Copies part of the value to a host tensor [rows, width]: row r is the `width` elements from element
+   * `offset + r·pitch` (defaults: offset 0, width the rest of the value, pitch = width, rows 1). E.g. the last
+   * position's logits of each row of [B, T, V]: read((T − 1)·V, V, T·V, B).
+   */
+  read(offset?: number, width?: number, pitch?: number, rows?: number): HostTensor;
 }
 
 export type NativeFeed = HostTensor | DeviceValue;

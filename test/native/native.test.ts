@@ -309,6 +309,14 @@ describe.skipIf(skipModel)('native sessions on the CPU', () => {
     expect(Array.from(v.download().data as Float32Array)).toEqual([1, 9, 3, 4, 8, 6]);
     v.zero();
     expect(Array.from(v.download().data as Float32Array)).toEqual([0, 0, 0, 0, 0, 0]);
+    // Reading part of a value: rows of `width` elements `pitch` apart.
+    v.write(Float32Array.of(1, 2, 3, 4, 5, 6));
+    expect(v.read(2, 1, 3, 2)).toMatchObject({ type: 'float32', dims: [2, 1], data: Float32Array.of(3, 6) });
+    expect(Array.from(v.read(4).data as Float32Array)).toEqual([5, 6]);
+    expect(Array.from(v.read().data as Float32Array)).toEqual([1, 2, 3, 4, 5, 6]);
+    expect(() => v.read(2, 2, 3, 2)).toThrow(/overrun/);
+    expect(() => v.read(0, 3, 2)).toThrow(/at least width/);
+    v.zero();
     const ids64 = session.allocate('int64', [4]);
     ids64.write(BigInt64Array.of(7n, 8n), 2);
     expect(Array.from(ids64.download().data as BigInt64Array)).toEqual([0n, 0n, 7n, 8n]);
@@ -320,6 +328,7 @@ describe.skipIf(skipModel)('native sessions on the CPU', () => {
     v.dispose();
     ids64.dispose();
     expect(() => v.write(Float32Array.of(1))).toThrow(/disposed/);
+    expect(() => v.read()).toThrow(/disposed/);
     expect(() => session.allocate('string' as 'float32', [1])).toThrow(HubmoeError);
     expect(() => session.allocate('float32', [-1])).toThrow(/non-negative/);
   });

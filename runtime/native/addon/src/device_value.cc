@@ -17,6 +17,7 @@ Napi::Function DeviceValue::Define(Napi::Env env) {
                          InstanceMethod<&DeviceValue::Download>("download"),
                          InstanceMethod<&DeviceValue::Dispose>("dispose"),
                          InstanceMethod<&DeviceValue::Write>("write"),
+                         InstanceMethod<&DeviceValue::Read>("read"),
                          InstanceMethod<&DeviceValue::Zero>("zero"),
                      });
 }
@@ -79,7 +80,7 @@ double Whole(Napi::Value v, const char* what, double dflt) {
   if (v.IsUndefined() || v.IsNull()) return dflt;
   double d = v.IsNumber() ? v.As<Napi::Number>().DoubleValue() : -1;
   if (!(d >= 0) || d != static_cast<double>(static_cast<int64_t>(d))) {
-    throw ArgumentError(std::string("write(data, offset, width, pitch): ") + what + " must be a non-negative integer");
+    throw ArgumentError(std::string(what) + " must be a non-negative integer");
   }
   return d;
 }
@@ -129,6 +130,47 @@ Napi::Value DeviceValue::Write(const Napi::CallbackInfo& info) {
     throw MakeError(env, "CUDA", e.what());
   }
   return env.Undefined();
+}
+
+// read(offset, width, pitch = width, rows = 1) → a host tensor [rows, width] of the elements at offset + r·pitch …
+// + width − 1 for each row r: part of a value, without copying the rest (e.g. the last position's logits).
+Napi::Value DeviceValue::Read(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!held_) throw MakeError(env, "DISPOSED", "this device value was disposed; it cannot be read");
+  try {
+    const Ort::Value& v = held_->value;
+    auto ts = v.GetTensorTypeAndShapeInfo();
+    const ONNXTensorElementDataType type = ts.GetElementType();
+    const size_t es = ElementSize(type);
+    if (es == 0) throw ArgumentError("cannot read a tensor of element type " + type_);
+    const size_t count = ts.GetElementCount();
+    auto arg = [&](size_t i) { return info.Length() > i ? info[i] : env.Undefined(); };
+    const size_t offset = static_cast<size_t>(Whole(arg(0), "offset", 0));
+    const size_t width = static_cast<size_t>(Whole(arg(1), "width", static_cast<double>(count - std::min(count, offset))));
+    const size_t pitch = static_cast<size_t>(Whole(arg(2), "pitch", static_cast<double>(width)));
+    const size_t rows = static_cast<size_t>(Whole(arg(3), "rows", 1));
+    if (pitch < width) throw ArgumentError("read(offset, width, pitch, rows): pitch must be at least width");
+    if (rows && width && offset + (rows - 1) * pitch + width > count) {
+      throw ArgumentError("read: " + std::to_string(rows) + " rows of " + std::to_string(width) + " at offset " + std::to_string(offset) +
+                          " (pitch " + std::to_string(pitch) + ") overrun a value of " + std::to_string(count) + " elements");
+    }
+    std::vector<uint8_t> host(rows * width * es);
+    const uint8_t* src = static_cast<const uint8_t*>(v.GetTensorRawData()) + offset * es;
+    if (location_ == "cpu") {
+      for (size_t r = 0; r < rows; ++r) std::memcpy(host.data() + r * width * es, src + r * pitch * es, width * es);
+    } else {
+      CopyCudaToHost2D(host.data(), width * es, src, pitch * es, width * es, rows, device_id_);
+    }
+    return MakeHostTensor(env, type_.c_str(), type, {static_cast<int64_t>(rows), static_cast<int64_t>(width)}, host.data(), host.size());
+  } catch (const ArgumentError& e) {
+    throw MakeError(env, "BAD_ARGUMENT", e.what());
+  } catch (const Ort::Exception& e) {
+    throw MakeError(env, "ORT", e.what(), static_cast<int>(e.GetOrtErrorCode()));
+  } catch (const Napi::Error&) {
+    throw;
+  } catch (const std::exception& e) {
+    throw MakeError(env, "CUDA", e.what());
+  }
 }
 
 // zero(): sets every element to 0 (synchronous).

@@ -38,6 +38,8 @@ void CopyCudaToHost(void* dst, const void* src, size_t bytes, int device_id);
 // `rows` rows of `width` bytes from host memory (rows `spitch` apart) into CUDA memory (rows `dpitch`
 // apart), synchronously. Throws std::runtime_error.
 void CopyHostToCuda2D(void* dst, size_t dpitch, const void* src, size_t spitch, size_t width, size_t rows, int device_id);
+// The reverse: `rows` rows of `width` bytes from CUDA memory (rows `spitch` apart) to host memory.
+void CopyCudaToHost2D(void* dst, size_t dpitch, const void* src, size_t spitch, size_t width, size_t rows, int device_id);
 // Sets `bytes` of CUDA memory to zero, synchronously.
 void ZeroCuda(void* dst, size_t bytes, int device_id);
 
@@ -141,6 +143,7 @@ class DeviceValue : public Napi::ObjectWrap<DeviceValue> {
   Napi::Value Download(const Napi::CallbackInfo& info);
   Napi::Value Dispose(const Napi::CallbackInfo& info);
   Napi::Value Write(const Napi::CallbackInfo& info);
+  Napi::Value Read(const Napi::CallbackInfo& info);
   Napi::Value Zero(const Napi::CallbackInfo& info);
 
   std::shared_ptr<HeldValue> held_;

@@ -132,6 +132,13 @@ void CopyHostToCuda2D(void* dst, size_t dpitch, const void* src, size_t spitch, 
   Check(rt, rt.memcpy2d(dst, dpitch, src, spitch, width, rows, 4 /* cudaMemcpyDefault */), "writing into a CUDA value");
 }
 
+void CopyCudaToHost2D(void* dst, size_t dpitch, const void* src, size_t spitch, size_t width, size_t rows, int device_id) {
+  if (width == 0 || rows == 0) return;
+  const CudaRuntime& rt = Runtime("read a CUDA value");
+  Check(rt, rt.set_device(device_id), "cudaSetDevice");
+  Check(rt, rt.memcpy2d(dst, dpitch, src, spitch, width, rows, 4 /* cudaMemcpyDefault */), "reading a CUDA value");
+}
+
 void ZeroCuda(void* dst, size_t bytes, int device_id) {
   if (bytes == 0) return;
   const CudaRuntime& rt = Runtime("clear a CUDA value");
