@@ -92,7 +92,7 @@ double Whole(Napi::Value v, const char* what, double dflt) {
 Napi::Value DeviceValue::Write(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (!held_) throw MakeError(env, "DISPOSED", "this device value was disposed; it cannot be written");
-  try {
+  Guard(env, "CUDA", [&]() -> void {
     Ort::Value& v = held_->value;
     auto ts = v.GetTensorTypeAndShapeInfo();
     const size_t es = ElementSize(ts.GetElementType());
@@ -107,7 +107,7 @@ Napi::Value DeviceValue::Write(const Napi::CallbackInfo& info) {
     const size_t offset = static_cast<size_t>(Whole(info.Length() > 1 ? info[1] : env.Undefined(), "offset", 0));
     const size_t width = static_cast<size_t>(Whole(info.Length() > 2 ? info[2] : env.Undefined(), "width", static_cast<double>(n)));
     const size_t pitch = static_cast<size_t>(Whole(info.Length() > 3 ? info[3] : env.Undefined(), "pitch", static_cast<double>(width)));
-    if (n == 0) return env.Undefined();
+    if (n == 0) return;
     if (width == 0 || n % width != 0) throw ArgumentError("write(data, offset, width, pitch): data's length must be a multiple of width");
     const size_t rows = n / width;
     if (pitch < width) throw ArgumentError("write(data, offset, width, pitch): pitch must be at least width");
@@ -122,13 +122,7 @@ Napi::Value DeviceValue::Write(const Napi::CallbackInfo& info) {
     } else {
       CopyHostToCuda2D(dst, pitch * es, src, width * es, width * es, rows, device_id_);
     }
-  } catch (const ArgumentError& e) {
-    throw MakeError(env, "BAD_ARGUMENT", e.what());
-  } catch (const Ort::Exception& e) {
-    throw MakeError(env, "ORT", e.what(), static_cast<int>(e.GetOrtErrorCode()));
-  } catch (const std::exception& e) {
-    throw MakeError(env, "CUDA", e.what());
-  }
+  });
   return env.Undefined();
 }
 
@@ -137,7 +131,7 @@ Napi::Value DeviceValue::Write(const Napi::CallbackInfo& info) {
 Napi::Value DeviceValue::Read(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (!held_) throw MakeError(env, "DISPOSED", "this device value was disposed; it cannot be read");
-  try {
+  return Guard(env, "CUDA", [&]() -> Napi::Value {
     const Ort::Value& v = held_->value;
     auto ts = v.GetTensorTypeAndShapeInfo();
     const ONNXTensorElementDataType type = ts.GetElementType();
@@ -162,22 +156,14 @@ Napi::Value DeviceValue::Read(const Napi::CallbackInfo& info) {
       CopyCudaToHost2D(host.data(), width * es, src, pitch * es, width * es, rows, device_id_);
     }
     return MakeHostTensor(env, type_.c_str(), type, {static_cast<int64_t>(rows), static_cast<int64_t>(width)}, host.data(), host.size());
-  } catch (const ArgumentError& e) {
-    throw MakeError(env, "BAD_ARGUMENT", e.what());
-  } catch (const Ort::Exception& e) {
-    throw MakeError(env, "ORT", e.what(), static_cast<int>(e.GetOrtErrorCode()));
-  } catch (const Napi::Error&) {
-    throw;
-  } catch (const std::exception& e) {
-    throw MakeError(env, "CUDA", e.what());
-  }
+  });
 }
 
 // zero(): sets every element to 0 (synchronous).
 Napi::Value DeviceValue::Zero(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (!held_) throw MakeError(env, "DISPOSED", "this device value was disposed; it cannot be cleared");
-  try {
+  Guard(env, "CUDA", [&] {
     Ort::Value& v = held_->value;
     auto ts = v.GetTensorTypeAndShapeInfo();
     const size_t bytes = ts.GetElementCount() * ElementSize(ts.GetElementType());
@@ -187,11 +173,7 @@ Napi::Value DeviceValue::Zero(const Napi::CallbackInfo& info) {
     } else {
       ZeroCuda(dst, bytes, device_id_);
     }
-  } catch (const Ort::Exception& e) {
-    throw MakeError(env, "ORT", e.what(), static_cast<int>(e.GetOrtErrorCode()));
-  } catch (const std::exception& e) {
-    throw MakeError(env, "CUDA", e.what());
-  }
+  });
   return env.Undefined();
 }
 

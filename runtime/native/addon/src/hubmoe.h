@@ -73,6 +73,23 @@ Napi::Array DimsToJs(Napi::Env env, const std::vector<int64_t>& dims);
 // 'NOT_INITIALIZED', 'LOAD' or 'CUDA'.
 Napi::Error MakeError(Napi::Env env, const std::string& code, const std::string& message, int ort_code = -1);
 
+// Runs f() and turns what it throws into a JS error: ArgumentError → 'BAD_ARGUMENT', Ort::Exception → 'ORT' (with
+// its code), a JS error as it is, any other std::exception → `other` (e.g. 'CUDA').
+template <typename F>
+auto Guard(Napi::Env env, const char* other, F&& f) -> decltype(f()) {
+  try {
+    return f();
+  } catch (const ArgumentError& e) {
+    throw MakeError(env, "BAD_ARGUMENT", e.what());
+  } catch (const Ort::Exception& e) {
+    throw MakeError(env, "ORT", e.what(), static_cast<int>(e.GetOrtErrorCode()));
+  } catch (const Napi::Error&) {
+    throw;
+  } catch (const std::exception& e) {
+    throw MakeError(env, other, e.what());
+  }
+}
+
 // ---- session.cc / device_value.cc ----
 
 // What a session's device values share with it: a device value keeps the session (and so the

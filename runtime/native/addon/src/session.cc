@@ -632,7 +632,7 @@ Napi::Value Session::Run(const Napi::CallbackInfo& info) {
 Napi::Value Session::Allocate(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (!core_) throw MakeError(env, "RELEASED", "this session was released");
-  try {
+  return Guard(env, "CUDA", [&]() -> Napi::Value {
     if (info.Length() < 2 || !info[0].IsString() || !info[1].IsArray()) throw ArgumentError("allocate(type, dims): a type name and a dims array expected");
     const std::string tname = info[0].As<Napi::String>().Utf8Value();
     const ONNXTensorElementDataType type = ElementTypeFromName(tname);
@@ -666,15 +666,7 @@ Napi::Value Session::Allocate(const Napi::CallbackInfo& info) {
       if (bytes) std::memset(held->value.GetTensorMutableRawData(), 0, bytes);
     }
     return DeviceValue::Wrap(env, std::move(held));
-  } catch (const ArgumentError& e) {
-    throw MakeError(env, "BAD_ARGUMENT", e.what());
-  } catch (const Ort::Exception& e) {
-    throw MakeError(env, "ORT", e.what(), static_cast<int>(e.GetOrtErrorCode()));
-  } catch (const Napi::Error&) {
-    throw;
-  } catch (const std::exception& e) {
-    throw MakeError(env, "CUDA", e.what());
-  }
+  });
 }
 
 void Session::RunFinished() {
