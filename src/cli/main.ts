@@ -67,7 +67,20 @@ function sampling(y: Argv) {
     .option('repetition-penalty', { type: 'number', describe: 'penalise tokens already present (> 1)' })
     .option('seed', { type: 'number', describe: 'random seed for sampling' })
     .option('stop', { type: 'string', array: true, describe: 'stop when this text appears (repeatable)' })
-    .option('device', { choices: ['cpu', 'cuda'] as const, default: 'cpu' as const, describe: 'where to run' });
+    .option('device', { choices: ['cpu', 'cuda'] as const, default: 'cpu' as const, describe: 'where to run' })
+    .option('graph', {
+      choices: ['auto', 'dynamic', 'static', 'cuda-graph'] as const,
+      default: 'auto' as const,
+      describe: 'the dynamic graph, the static-cache graph, or that graph with CUDA-graph decode steps (auto: CUDA graphs for fused models on CUDA)',
+    });
+}
+
+/** loadModel's options for --graph. */
+function graphOptions(graph: unknown): { staticCache?: boolean; cudaGraph?: boolean } {
+  if (graph === 'dynamic') return { staticCache: false };
+  if (graph === 'static') return { staticCache: true, cudaGraph: false };
+  if (graph === 'cuda-graph') return { staticCache: true, cudaGraph: true };
+  return {};
 }
 
 function generateOptions(a: Record<string, unknown>): TextGenerateOptions {
@@ -83,7 +96,7 @@ function generateOptions(a: Record<string, unknown>): TextGenerateOptions {
 }
 
 async function runGenerate(dir: string, prompt: string, a: Record<string, unknown>, json: boolean): Promise<void> {
-  const model = await loadModel(dir, { device: a.device as 'cpu' | 'cuda' });
+  const model = await loadModel(dir, { device: a.device as 'cpu' | 'cuda', ...graphOptions(a.graph) });
   try {
     const opts = generateOptions(a);
     if (json) {

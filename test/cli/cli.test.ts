@@ -58,6 +58,13 @@ describe('hubmoe CLI', () => {
     expect(typeof res.text).toBe('string');
     const plain = hubmoe(['generate', out, '--prompt', 'The jury', '--max-new-tokens', '5']);
     expect(plain.stdout).toBe(`${res.text}\n`);
+    // The static-cache graph generates the same text; --graph takes only its choices.
+    const fixed = hubmoe(['generate', out, '--prompt', 'The jury', '--max-new-tokens', '5', '--graph', 'static']);
+    expect(fixed.code).toBe(0);
+    expect(fixed.stdout).toBe(plain.stdout);
+    const bad = hubmoe(['generate', out, '--prompt', 'The jury', '--graph', 'fast']);
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toMatch(/graph/);
   });
 
   it('eval --ppl prints the perplexity of a text file, as model.perplexity computes it', async () => {
