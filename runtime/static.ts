@@ -217,7 +217,8 @@ export class StaticCache {
    * decode steps.
    */
   async begin(ids: BigInt64Array, mask: BigInt64Array, B: number, T: number, maxNew: number, extra: readonly string[]): Promise<Begun> {
-    if (!this.backend.allocate || !this.backend.runBound) return this.beginHost(ids, mask, B, T, maxNew, extra);
+    // onnxruntime-node returns every output, `extra` included.
+    if (!this.backend.allocate || !this.backend.runBound) return this.beginHost(ids, mask, B, T, maxNew);
     const need = T + maxNew;
     let w: Window;
     let oneOff: boolean;
@@ -288,8 +289,7 @@ export class StaticCache {
   }
 
   /** onnxruntime-node: host tensors, present caches fed back as the next past ones. */
-  private async beginHost(ids: BigInt64Array, mask: BigInt64Array, B: number, T: number, maxNew: number, extra: readonly string[]): Promise<Begun> {
-    void extra;
+  private async beginHost(ids: BigInt64Array, mask: BigInt64Array, B: number, T: number, maxNew: number): Promise<Begun> {
     const S = T + maxNew;
     const full = new BigInt64Array(B * S);
     for (let r = 0; r < B; r++) full.set(mask.subarray(r * T, (r + 1) * T), r * S);
