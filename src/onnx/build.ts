@@ -10,7 +10,9 @@
  *   outputs  logits [batch_size, sequence_length, vocab] fp32, present_conv.{j}, present_ssm.{j},
  *            present.{j}.key|value
  *
- * `j` is the sub-block index in hubmoe.json. Caches are in the model's float type.
+ * `j` is the sub-block index in hubmoe.json. Caches are in the model's float type. The static-cache
+ * graph (`staticCache`) takes attention_mask [batch_size, max_length] and cache_position [sequence_length],
+ * and its KV caches are [batch_size, kv_heads, max_length, head_dim] in and out.
  */
 import type { CanonicalTensors } from '../schema/canonical.js';
 import type { ModelSpec } from '../schema/spec.js';
