@@ -177,6 +177,12 @@ export async function loadModel(dir: string, options: LoadOptions = {}): Promise
   const maxLength = options.maxLength ?? 4096;
   if (!Number.isInteger(maxLength) || maxLength < 2) throw new HubmoeError('BAD_ARGUMENT', `maxLength must be an integer of at least 2 (got ${maxLength})`);
   const nativeCuda = device === 'cuda' && chooseBackend(sessionOptions) === 'native';
+  if (options.cudaGraph === true && !nativeCuda) {
+    throw new HubmoeError('BAD_ARGUMENT', `cudaGraph needs device 'cuda' and the native backend (got device ${device}, backend ${chooseBackend(sessionOptions)})`);
+  }
+  if (options.cudaGraph === true && options.staticCache === false) {
+    throw new HubmoeError('BAD_ARGUMENT', 'cudaGraph needs the static-cache graph; it cannot be combined with staticCache: false');
+  }
   const useStatic = options.staticCache ?? (nativeCuda && (await exists(staticPath)));
   if (useStatic && !(await exists(staticPath))) {
     throw new HubmoeError('NOT_FOUND', `${staticPath} is missing (the static-cache graph, which model dirs converted before it existed lack): reconvert the model with this hubmoe, or load it with staticCache: false`);

@@ -65,6 +65,9 @@ describe('hubmoe CLI', () => {
     const bad = hubmoe(['generate', out, '--prompt', 'The jury', '--graph', 'fast']);
     expect(bad.code).toBe(2);
     expect(bad.stderr).toMatch(/graph/);
+    const cpuGraph = hubmoe(['generate', out, '--prompt', 'The jury', '--graph', 'cuda-graph']);
+    expect(cpuGraph.code).toBe(1);
+    expect(cpuGraph.stderr).toMatch(/cudaGraph needs device 'cuda'/);
   });
 
   it('eval --ppl prints the perplexity of a text file, as model.perplexity computes it', async () => {

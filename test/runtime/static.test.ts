@@ -116,6 +116,8 @@ describe('the static-cache graph', () => {
     expect(m.graph).toBe('dynamic');
     await m.dispose();
     await expect(loadModel(out, { maxLength: 1 })).rejects.toMatchObject({ code: 'BAD_ARGUMENT' });
+    await expect(loadModel(out, { cudaGraph: true })).rejects.toMatchObject({ code: 'BAD_ARGUMENT', message: expect.stringMatching(/device 'cuda' and the native backend/) });
+    await expect(loadModel(out, { device: 'cuda', backend: 'onnxruntime-node', cudaGraph: true })).rejects.toMatchObject({ code: 'BAD_ARGUMENT' });
   });
 });
 
