@@ -153,18 +153,21 @@ void test_moe(Tally& t, const hubmoe::Parallel& par) {
             }
 }
 
+// The two family configurations the SCAP and input-major MoE tests run: Jamba's (softmax top-2, SwiGLU, no
+// biases) and BlackMamba's (sigmoid top-1, erf-GELU, biases).
+struct FamilyMoe {
+  const char* routing;
+  int k;
+  const char* act;
+  bool glu, bias;
+};
+const FamilyMoe kFamilyMoe[] = {{"softmax", 2, "silu", true, false}, {"sigmoid", 1, "gelu_erf", false, true}};
+
 // SCAP masks (fc1_scap / fc2_scap) against the reference, in the two family configurations.
 void test_moe_scap(Tally& t, const hubmoe::Parallel& par) {
-  struct Cfg {
-    const char* routing;
-    int k;
-    const char* act;
-    bool glu, bias;
-  };
-  const Cfg cfgs[] = {{"softmax", 2, "silu", true, false}, {"sigmoid", 1, "gelu_erf", false, true}};
   uint64_t seed = 5000;
   for (DType dt : {DType::f32, DType::f16})
-    for (const Cfg& c : cfgs)
+    for (const FamilyMoe& c : kFamilyMoe)
       for (int64_t S : {1, 33})
         for (int masks : {3, 1, 2}) {  // bit 0: fc1_scap, bit 1: fc2_scap
           const DType lt = (dt == DType::f16 && (seed & 1)) ? DType::f16 : DType::f32;
@@ -209,13 +212,6 @@ void test_moe_scap(Tally& t, const hubmoe::Parallel& par) {
 // Input-major weights (layout = input_major; the test transposes the problem's weights) against the reference, and
 // against the same problem run output-major, in the two family configurations, with no masks and with both.
 void test_moe_input_major(Tally& t, const hubmoe::Parallel& par) {
-  struct Cfg {
-    const char* routing;
-    int k;
-    const char* act;
-    bool glu, bias;
-  };
-  const Cfg cfgs[] = {{"softmax", 2, "silu", true, false}, {"sigmoid", 1, "gelu_erf", false, true}};
   struct Dims {
     int64_t S, H, I;
   };
@@ -223,7 +219,7 @@ void test_moe_input_major(Tally& t, const hubmoe::Parallel& par) {
   const Dims dims[] = {{1, 48, 40}, {5, 48, 40}, {33, 48, 40}, {5, 300, 280}};
   uint64_t seed = 6000;
   for (DType dt : {DType::f32, DType::f16})
-    for (const Cfg& c : cfgs)
+    for (const FamilyMoe& c : kFamilyMoe)
       for (const Dims& d : dims)
         for (bool masks : {false, true}) {
           const DType lt = (dt == DType::f16 && (seed & 1)) ? DType::f16 : DType::f32;

@@ -122,6 +122,21 @@ void scan_case(Tally& t, DType dt, int mode, bool symbolic) {
   }
 }
 
+// Runs a one-MoE-node model on `feeds` and checks its output y against the reference for `p`.
+void check_moe_model(Tally& t, const char* what, const std::vector<onnxw::Msg>& nodes, const std::vector<onnxw::Msg>& inputs,
+                     const std::vector<onnxw::Msg>& outputs, const std::vector<Feed>& feeds, const MoeProblem& p, DType dt) {
+  try {
+    Ort::Session sess = make_session(onnxw::model(nodes, inputs, outputs));
+    auto out = run(sess, feeds, {"y"});
+    std::vector<double> ry;
+    ref::moe(p.r, ry);
+    t.check_err(what, rel_err(values(out[0]), ry), dt == DType::f32 ? 2e-5 : 1e-3);
+  } catch (const std::exception& e) {
+    std::printf("FAIL %s: %s\n", what, e.what());
+    t.failed++;
+  }
+}
+
 // bias_mode: 0 none, 1 both, 2 fc1_bias absent (empty name) and fc2_bias present
 void moe_case(Tally& t, DType dt, DType lt, const char* routing, int k, bool renorm, const char* act, bool glu,
               int bias_mode) {
@@ -157,16 +172,7 @@ void moe_case(Tally& t, DType dt, DType lt, const char* routing, int k, bool ren
   std::snprintf(what, sizeof what, "ORT MoE %s logits=%s %s k=%d renorm=%d %s glu=%d bias=%s", hubmoe::dtype_name(dt),
                 hubmoe::dtype_name(lt), routing, k, renorm, act, glu,
                 bias_mode == 0 ? "none" : bias_mode == 1 ? "both" : "fc2 only (fc1 empty name)");
-  try {
-    Ort::Session sess = make_session(onnxw::model(nodes, inputs, outputs));
-    auto out = run(sess, feeds, {"y"});
-    std::vector<double> ry;
-    ref::moe(p.r, ry);
-    t.check_err(what, rel_err(values(out[0]), ry), dt == DType::f32 ? 2e-5 : 1e-3);
-  } catch (const std::exception& e) {
-    std::printf("FAIL %s: %s\n", what, e.what());
-    t.failed++;
-  }
+  check_moe_model(t, what, nodes, inputs, outputs, feeds, p, dt);
 }
 
 // A failure must come back as an error naming the problem, not a crash.
@@ -222,16 +228,7 @@ void moe_scap_case(Tally& t, DType dt, int mode, bool input_major_weights = fals
   std::snprintf(what, sizeof what, "ORT MoE %s %s k=%d %s glu=%d bias=both %s%s", hubmoe::dtype_name(dt), routing, k,
                 act, glu, mode == 0 ? "fc1_scap+fc2_scap" : "fc2_scap only (fc1_scap empty name)",
                 input_major_weights ? " layout=input_major" : "");
-  try {
-    Ort::Session sess = make_session(onnxw::model(nodes, inputs, outputs));
-    auto out = run(sess, feeds, {"y"});
-    std::vector<double> ry;
-    ref::moe(p.r, ry);
-    t.check_err(what, rel_err(values(out[0]), ry), dt == DType::f32 ? 2e-5 : 1e-3);
-  } catch (const std::exception& e) {
-    std::printf("FAIL %s: %s\n", what, e.what());
-    t.failed++;
-  }
+  check_moe_model(t, what, nodes, inputs, outputs, feeds, p, dt);
   if (mode != 0 || dt != DType::f32) return;
   if (input_major_weights) {
     expect_error(t, "ORT MoE unknown layout is refused at load", "attribute 'layout' must be", [&] {
