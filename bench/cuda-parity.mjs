@@ -17,7 +17,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { convert } from '../dist/src/convert.js';
-import { loadModel } from '../dist/runtime/model.js';
+import { graphChoice, loadModel } from '../dist/runtime/model.js';
 import { SafetensorsFile } from '../dist/src/io/safetensors.js';
 import { toFloat32, toIntArray } from '../dist/src/io/dtype.js';
 
@@ -29,8 +29,7 @@ const root = new URL('..', import.meta.url).pathname;
 const fixtures = positionals.length
   ? positionals
   : ['jamba-demo', 'jamba-odd', 'jamba-dense', 'blackmamba-glu-bias', 'blackmamba-plain', 'moe-mamba', 'mamba-hf', 'mamba-hf-bias'];
-const graphOptions = { dynamic: { staticCache: false }, static: { staticCache: true, cudaGraph: false }, 'cuda-graph': { staticCache: true, cudaGraph: true } };
-if (values.graph && !graphOptions[values.graph]) throw new Error(`--graph must be dynamic, static or cuda-graph (got ${values.graph})`);
+const graphOptions = graphChoice(values.graph);
 const dir = await mkdtemp(join(tmpdir(), 'hubmoe-cuda-'));
 
 function rel(got, want) {
@@ -56,7 +55,7 @@ for (const name of fixtures) {
   const r = { fixture: name };
   try {
     await convert(join(root, 'fixtures', name, 'checkpoint'), { outDir: out, dtype: 'fp16', target: values.target });
-    const model = await loadModel(out, { device: values.device, dtype: 'fp16', ...(values.backend ? { backend: values.backend } : {}), ...(graphOptions[values.graph] ?? {}) });
+    const model = await loadModel(out, { device: values.device, dtype: 'fp16', ...(values.backend ? { backend: values.backend } : {}), ...graphOptions });
     r.backend = model.backendName;
     r.graph = model.graph;
     const logits = await model.forward(await rows('input_ids'));

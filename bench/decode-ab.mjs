@@ -13,19 +13,17 @@
  */
 import { writeFile } from 'node:fs/promises';
 import { parseArgs } from 'node:util';
-import { loadModel } from '../dist/runtime/model.js';
+import { graphChoice, loadModel } from '../dist/runtime/model.js';
 
 const { values, positionals } = parseArgs({
   allowPositionals: true,
   options: { device: { type: 'string', default: 'cuda' }, rounds: { type: 'string', default: '5' }, steps: { type: 'string', default: '32' }, prompt: { type: 'string', default: '64' }, json: { type: 'string' } },
 });
-const graphOptions = { dynamic: { staticCache: false }, static: { staticCache: true, cudaGraph: false }, 'cuda-graph': { staticCache: true, cudaGraph: true } };
 const models = [];
 for (const p of positionals) {
   const [label, spec] = p.includes('=') ? [p.slice(0, p.indexOf('=')), p.slice(p.indexOf('=') + 1)] : [p, p];
   const [dir, graph] = spec.includes('#') ? [spec.slice(0, spec.indexOf('#')), spec.slice(spec.indexOf('#') + 1)] : [spec, undefined];
-  if (graph !== undefined && !graphOptions[graph]) throw new Error(`${p}: the graph must be dynamic, static or cuda-graph`);
-  models.push({ label, dir, model: await loadModel(dir, { device: values.device, ...(graph ? graphOptions[graph] : {}) }), times: [] });
+  models.push({ label, dir, model: await loadModel(dir, { device: values.device, ...graphChoice(graph) }), times: [] });
 }
 let seed = 99;
 const rand = (V) => {

@@ -17,7 +17,7 @@
 import { writeFile } from 'node:fs/promises';
 import { parseArgs } from 'node:util';
 import { convert } from '../dist/src/convert.js';
-import { loadModel } from '../dist/runtime/model.js';
+import { graphChoice, loadModel } from '../dist/runtime/model.js';
 
 const { values } = parseArgs({
   options: {
@@ -66,10 +66,8 @@ if (values.convert) {
   process.exit(0);
 }
 
-const graphOptions = { dynamic: { staticCache: false }, static: { staticCache: true, cudaGraph: false }, 'cuda-graph': { staticCache: true, cudaGraph: true } };
-if (values.graph && !graphOptions[values.graph]) throw new Error(`--graph must be dynamic, static or cuda-graph (got ${values.graph})`);
 const model = await loadModel(values.model, {
-  ...(graphOptions[values.graph] ?? {}),
+  ...graphChoice(values.graph),
   device: values.device,
   ...(values.backend ? { backend: values.backend } : {}),
   ...(values.profile ? { profileFile: values.profile } : {}),

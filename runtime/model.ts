@@ -51,6 +51,26 @@ export interface LoadOptions {
   maxLength?: number;
 }
 
+/** Which graph runs, by name (the CLI's and the benchmarks' `--graph`); `auto` is loadModel's default choice. */
+export type GraphChoice = 'auto' | 'dynamic' | 'static' | 'cuda-graph';
+
+/** loadModel's options for a graph choice: the dynamic graph, the static-cache graph, or that one with CUDA graphs. */
+export function graphChoice(choice: string | undefined): Pick<LoadOptions, 'staticCache' | 'cudaGraph'> {
+  switch (choice) {
+    case undefined:
+    case 'auto':
+      return {};
+    case 'dynamic':
+      return { staticCache: false };
+    case 'static':
+      return { staticCache: true, cudaGraph: false };
+    case 'cuda-graph':
+      return { staticCache: true, cudaGraph: true };
+    default:
+      throw new HubmoeError('BAD_ARGUMENT', `the graph must be auto, dynamic, static or cuda-graph (got ${choice})`);
+  }
+}
+
 export interface Logits {
   /** Row-major [batch, seq, vocab]. */
   data: Float32Array;

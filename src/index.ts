@@ -11,7 +11,7 @@ export { convert, openSource } from './convert.js';
 export type { ConvertOptions, ConvertResult, ConvertPlan, ConvertDType, SourceOptions } from './convert.js';
 export { inspect, formatInspect } from './inspect.js';
 export type { InspectResult } from './inspect.js';
-export { loadModel } from '../runtime/model.js';
+export { graphChoice, loadModel } from '../runtime/model.js';
 export { loadSpec } from './schema/load.js';
 export type {
   HubmoeModel,
@@ -23,6 +23,7 @@ export type {
   TextGenerateOptions,
   TokenEvent,
   FinishReason,
+  GraphChoice,
 } from '../runtime/model.js';
 export type { SamplingOptions } from '../runtime/sampling.js';
 export { HubmoeError, isHubmoeError } from './errors.js';

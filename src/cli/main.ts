@@ -20,7 +20,7 @@ import { ACTIVATIONS, FAMILIES, SCAP_LAYER_TYPES } from '../schema/spec.js';
 import { readFile } from 'node:fs/promises';
 import type { Activation, Family, ScapSpec } from '../schema/spec.js';
 import { PACKAGE_ROOT, VERSION } from '../version.js';
-import { loadModel } from '../../runtime/model.js';
+import { graphChoice, loadModel } from '../../runtime/model.js';
 import type { TextGenerateOptions } from '../../runtime/model.js';
 import { cliLogger, colour } from './output.js';
 import { prune } from '../scap/prune.js';
@@ -75,14 +75,6 @@ function sampling(y: Argv) {
     });
 }
 
-/** loadModel's options for --graph. */
-function graphOptions(graph: unknown): { staticCache?: boolean; cudaGraph?: boolean } {
-  if (graph === 'dynamic') return { staticCache: false };
-  if (graph === 'static') return { staticCache: true, cudaGraph: false };
-  if (graph === 'cuda-graph') return { staticCache: true, cudaGraph: true };
-  return {};
-}
-
 function generateOptions(a: Record<string, unknown>): TextGenerateOptions {
   return {
     maxNewTokens: a['max-new-tokens'] as number,
@@ -96,7 +88,7 @@ function generateOptions(a: Record<string, unknown>): TextGenerateOptions {
 }
 
 async function runGenerate(dir: string, prompt: string, a: Record<string, unknown>, json: boolean): Promise<void> {
-  const model = await loadModel(dir, { device: a.device as 'cpu' | 'cuda', ...graphOptions(a.graph) });
+  const model = await loadModel(dir, { device: a.device as 'cpu' | 'cuda', ...graphChoice(a.graph as string | undefined) });
   try {
     const opts = generateOptions(a);
     if (json) {

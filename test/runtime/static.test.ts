@@ -13,7 +13,7 @@ import { GraphBuilder } from '../../src/onnx/graph.js';
 import { writeOnnxSharing } from '../../src/onnx/export.js';
 import { createBackend, customOpsLibrary } from '../../runtime/backend.js';
 import type { InferenceBackend } from '../../runtime/backend.js';
-import { loadModel } from '../../runtime/model.js';
+import { graphChoice, loadModel } from '../../runtime/model.js';
 import { loadNative } from '../../runtime/native/index.js';
 import { StaticCache, windowSlots } from '../../runtime/static.js';
 import { fixture, tempDir } from '../helpers.js';
@@ -116,6 +116,13 @@ describe('the static-cache graph', () => {
     expect(m.graph).toBe('dynamic');
     await m.dispose();
     await expect(loadModel(out, { maxLength: 1 })).rejects.toMatchObject({ code: 'BAD_ARGUMENT' });
+    expect(['auto', 'dynamic', 'static', 'cuda-graph'].map((g) => graphChoice(g))).toEqual([
+      {},
+      { staticCache: false },
+      { staticCache: true, cudaGraph: false },
+      { staticCache: true, cudaGraph: true },
+    ]);
+    expect(() => graphChoice('fast')).toThrow(HubmoeError);
     await expect(loadModel(out, { cudaGraph: true })).rejects.toMatchObject({ code: 'BAD_ARGUMENT', message: expect.stringMatching(/device 'cuda' and the native backend/) });
     await expect(loadModel(out, { device: 'cuda', backend: 'onnxruntime-node', cudaGraph: true })).rejects.toMatchObject({ code: 'BAD_ARGUMENT' });
   });
