@@ -334,17 +334,13 @@ class Model implements HubmoeModel {
     this.checkIds(ids);
     const B = ids.length;
     const { ids: flat, mask, T } = this.pad(ids, options.attentionMask);
-    if (this.staticCache) {
-      const out = this.count(await this.staticCache.forward(flat, mask, B, T, this.scapOutputs));
-      disposeAll(out);
-      const logits = hostLogits(out);
-      return { data: logits.data as Float32Array, dims: logits.dims as [number, number, number] };
-    }
-    const out = await this.run({
-      input_ids: new Tensor('int64', flat, [B, T]),
-      attention_mask: new Tensor('int64', mask, [B, T]),
-      ...this.emptyCaches(B),
-    });
+    const out = this.staticCache
+      ? this.count(await this.staticCache.forward(flat, mask, B, T, this.scapOutputs))
+      : await this.run({
+          input_ids: new Tensor('int64', flat, [B, T]),
+          attention_mask: new Tensor('int64', mask, [B, T]),
+          ...this.emptyCaches(B),
+        });
     disposeAll(out);
     const logits = hostLogits(out);
     return { data: logits.data as Float32Array, dims: logits.dims as [number, number, number] };

@@ -32,6 +32,11 @@ interface CacheInfo {
   shape: Array<number | string>;
 }
 
+/** cache_position for a run from an empty window: slots 0…T-1. */
+function slots(T: number): Tensor {
+  return new Tensor('int64', BigInt64Array.from({ length: T }, (_, i) => BigInt(i)), [T]);
+}
+
 /** Host outputs of a prefill or forward: logits [B, T, V] and any extra outputs asked for. */
 export type HostOutputs = Record<string, Value>;
 
@@ -196,8 +201,7 @@ export class StaticCache {
    * outputs. `mask` is [B, T] row-major.
    */
   async forward(ids: BigInt64Array, mask: BigInt64Array, B: number, T: number, extra: readonly string[]): Promise<HostOutputs> {
-    const positions = new Tensor('int64', BigInt64Array.from({ length: T }, (_, i) => BigInt(i)), [T]);
-    const base = { input_ids: new Tensor('int64', ids, [B, T]), attention_mask: new Tensor('int64', mask, [B, T]), cache_position: positions };
+    const base = { input_ids: new Tensor('int64', ids, [B, T]), attention_mask: new Tensor('int64', mask, [B, T]), cache_position: slots(T) };
     if (!this.backend.allocate || !this.backend.runBound) {
       return this.backend.run({ ...base, ...this.hostCaches(B, T) });
     }
@@ -256,7 +260,7 @@ export class StaticCache {
       const feeds: Record<string, Value> = {
         input_ids: new Tensor('int64', ids, [B, T]),
         attention_mask: w.mask,
-        cache_position: new Tensor('int64', BigInt64Array.from({ length: T }, (_, i) => BigInt(i)), [T]),
+        cache_position: slots(T),
         ...w.sets[0],
       };
       const bind = Object.fromEntries(this.caches.map((c) => [c.output, w.sets[1][c.input]!]));
@@ -296,7 +300,7 @@ export class StaticCache {
     let out = await this.backend.run({
       input_ids: new Tensor('int64', ids, [B, T]),
       attention_mask: new Tensor('int64', full, [B, S]),
-      cache_position: new Tensor('int64', BigInt64Array.from({ length: T }, (_, i) => BigInt(i)), [T]),
+      cache_position: slots(T),
       ...this.hostCaches(B, S),
     });
     const first = out;
