@@ -8,6 +8,7 @@
 
 #include <cstddef>
 #include <memory>
+#include <string>
 
 #include "common.h"
 
@@ -34,8 +35,10 @@ namespace cuda {
 
 // How the CUDA kernel computes y:
 //  - sparse: for few tokens (decode): each block prunes a chunk of K for every token, compacts the indices of the
-//    rows some token keeps, and reads only those weight rows; partial sums over K chunks are added by a second
-//    launch with the bias. No host synchronisation.
+//    rows some token keeps, and reads only those weight rows. The chunks of a column tile form a thread-block
+//    cluster and add their sums through distributed shared memory (one launch); where clusters are unavailable
+//    (or HUBMOE_SPARSE_WARPS=0), partial sums over K chunks are added by a second launch with the bias (the split
+//    form). No host synchronisation.
 //  - dense: for many tokens (prefill): a masking kernel, a cuBLAS GEMM (fp32 accumulation), a bias kernel.
 enum class SparsePath { automatic, sparse, dense };
 const char* sparse_path_name(SparsePath p);
@@ -52,10 +55,21 @@ class SparseLinearRunner {
   SparsePath resolve(const SparseLinearArgs& args, SparsePath requested) const;
   size_t workspace_bytes(const SparseLinearArgs& args, SparsePath path) const;
   void run(const SparseLinearArgs& args, void* workspace, size_t workspace_bytes, void* stream, SparsePath path);
+  // Tests and experiments: the sparse path's form. warps: -1 automatic ($HUBMOE_SPARSE_WARPS when set, else 8 per
+  // block, 16 for narrow layers), 0 the split form, 8 or 16 the cluster form with that many warps per block;
+  // cluster: blocks per cluster (0 automatic, $HUBMOE_SPARSE_CLUSTER; capped at what the device schedules). The
+  // cluster form applies to one token (S = 1); more tokens take the split form. Changes workspace_bytes.
+  void set_sparse_form(int warps, int cluster = 0) {
+    warps_ = warps;
+    cluster_ = cluster;
+  }
+  // The sparse path's launch shape for these args, in words.
+  std::string sparse_form(const SparseLinearArgs& args) const;
 
  private:
   struct Impl;
   std::unique_ptr<Impl> impl_;
+  int warps_ = -1, cluster_ = 0;
 };
 
 }  // namespace cuda

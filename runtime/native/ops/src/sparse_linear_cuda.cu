@@ -6,6 +6,7 @@
 //    the chunks and the bias and writes y. No host synchronisation, no atomics.
 //  - dense (many tokens): a masking kernel writes the pruned x in T, cuBLAS GemmEx (fp32 compute) writes y, and a
 //    bias kernel adds the bias (y rounded to T before and after, as MatMul then Add would).
+#include <cooperative_groups.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
@@ -27,27 +28,114 @@ void cuda_check(cudaError_t e, const char* what) {
   if (e != cudaSuccess) throw OpError(std::string("SparseLinear (CUDA): ") + what + ": " + cudaGetErrorString(e));
 }
 
-constexpr int kWarps = 4;           // warps per block
-constexpr int kThreads = 32 * kWarps;
-constexpr int kMaxChunk = 512;      // K rows per block, at most (the chunk shrinks until the grid fills the GPU)
+constexpr int kWarps = 4;           // warps per block of the split form
+constexpr int kMaxChunk = 512;      // K rows staged in shared memory at a time
 constexpr int kMinChunk = 64;
 constexpr int kGroup = 4;           // tokens per block, at most
 constexpr int kUnroll = 8;          // weight rows in flight per warp
 constexpr int kSparseMaxTokens = 4; // automatic: sparse up to this many tokens
+constexpr int kMaxCluster = 16;     // blocks per cluster, at most (16 is a non-portable size, allowed on sm_90)
 
 int grid_for(size_t n) { return static_cast<int>(std::max<size_t>(1, std::min<size_t>((n + 255) / 256, 132 * 8))); }
 
 struct SparseParams {
   const void* x;
   const void* W;
-  float* partial;  // [chunks, S, N]
+  float* partial;    // split form: [chunks, S, N]
+  const void* bias;  // cluster form: [N] or null
+  void* y;           // cluster form: [1, N]
   float mode, threshold;
   int S, K, N, chunk;
 };
 
-// G: tokens per block (1, 2 or 4; the grid's z covers S in groups of G).
+// The body both forms share, for one block: its K rows [k0, k0 + rows) (staged kMaxChunk at a time), its column
+// tile (blockIdx.x) and its group of up to G tokens from s0. Prunes each piece for the group's tokens into xs,
+// compacts, in order (deterministic), the rows any token keeps into idx, and has each of the NW warps walk every
+// NW-th kept row, kUnroll rows in flight, adding into acc (this lane's V columns for each token).
+template <typename T, bool VEC, int G, int NW>
+__device__ __forceinline__ void sparse_rows(const SparseParams& p, int k0, int rows, int s0, int ns,
+                                            float (&xs)[G][kMaxChunk], int (&idx)[kMaxChunk], int (&warp_count)[NW],
+                                            float (&acc)[G][VecLoad<T, VEC>::V]) {
+  constexpr int V = VecLoad<T, VEC>::V;
+  constexpr int TN = 32 * V;
+  constexpr int NT = 32 * NW;
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+  const T* x = static_cast<const T*>(p.x);
+  const int c0 = blockIdx.x * TN + lane * V;
+  const bool col_ok = c0 < p.N;  // with VEC, N % V == 0, so the whole vector is in range
+  for (int sub = 0; sub < rows; sub += kMaxChunk) {
+    const int len = min(kMaxChunk, rows - sub);
+    const int kb = k0 + sub;
+    if (sub) __syncthreads();  // every warp has walked the previous piece
+    // 1. Prune this piece for the group's tokens; compact, in order, the rows any token keeps.
+    int base = 0;
+    for (int r0 = 0; r0 < len; r0 += NT) {
+      const int r = r0 + tid;
+      bool any = false;
+      if (r < len) {
+#pragma unroll
+        for (int s = 0; s < G; ++s) {
+          float v = 0.f;
+          if (s < ns) {
+            const float d = to_f(x[static_cast<size_t>(s0 + s) * p.K + kb + r]) - p.mode;
+            if (fabsf(d) > p.threshold) v = to_f(from_f<T>(d));
+          }
+          xs[s][r] = v;
+          any = any || v != 0.f;
+        }
+      }
+      const unsigned mask = __ballot_sync(0xffffffffu, any);
+      if (lane == 0) warp_count[warp] = __popc(mask);
+      __syncthreads();
+      int off = base;
+      for (int w = 0; w < warp; ++w) off += warp_count[w];
+      if (any) idx[off + __popc(mask & ((1u << lane) - 1u))] = r;
+      int total = 0;
+      for (int w = 0; w < NW; ++w) total += warp_count[w];
+      base += total;
+      __syncthreads();
+    }
+    const int kept = base;
+
+    // 2. Each warp: every NW-th kept row, this tile's TN columns, kUnroll rows in flight.
+    const T* W = static_cast<const T*>(p.W) + static_cast<size_t>(kb) * p.N + (col_ok ? c0 : 0);
+    int i = warp;
+    if (col_ok) {
+      for (; i + (kUnroll - 1) * NW < kept; i += kUnroll * NW) {
+        int r[kUnroll];
+        float w[kUnroll][V];
+#pragma unroll
+        for (int u = 0; u < kUnroll; ++u) r[u] = idx[i + u * NW];
+#pragma unroll
+        for (int u = 0; u < kUnroll; ++u) load_vec<T, VEC>(W + static_cast<size_t>(r[u]) * p.N, w[u]);
+#pragma unroll
+        for (int u = 0; u < kUnroll; ++u)
+#pragma unroll
+          for (int s = 0; s < G; ++s) {
+            const float a = xs[s][r[u]];
+#pragma unroll
+            for (int v = 0; v < V; ++v) acc[s][v] = fmaf(a, w[u][v], acc[s][v]);
+          }
+      }
+      for (; i < kept; i += NW) {
+        const int r = idx[i];
+        float w[V];
+        load_vec<T, VEC>(W + static_cast<size_t>(r) * p.N, w);
+#pragma unroll
+        for (int s = 0; s < G; ++s) {
+          const float a = xs[s][r];
+#pragma unroll
+          for (int v = 0; v < V; ++v) acc[s][v] = fmaf(a, w[v], acc[s][v]);
+        }
+      }
+    }
+  }
+}
+
+// Split form: one K chunk (y), column tile (x) and group of up to G tokens (z) per block of kWarps warps, which
+// writes fp32 partial sums [chunks, S, N]; finalize_kernel adds the chunks and the bias.
 template <typename T, bool VEC, int G>
-__global__ void __launch_bounds__(kThreads) sparse_kernel(SparseParams p) {
+__global__ void __launch_bounds__(32 * kWarps) split_kernel(SparseParams p) {
   constexpr int V = VecLoad<T, VEC>::V;
   constexpr int TN = 32 * V;
   __shared__ float xs[G][kMaxChunk];
@@ -58,86 +146,19 @@ __global__ void __launch_bounds__(kThreads) sparse_kernel(SparseParams p) {
   const int k0 = blockIdx.y * p.chunk;
   const int s0 = blockIdx.z * G;
   const int ns = min(G, p.S - s0);
-  const T* x = static_cast<const T*>(p.x);
-
-  // 1. Prune this chunk for the group's tokens; compact, in order, the rows any token keeps.
-  int base = 0;
-  for (int r0 = 0; r0 < p.chunk; r0 += kThreads) {
-    const int r = r0 + tid;
-    const int k = k0 + r;
-    bool any = false;
-    if (r < p.chunk) {
-#pragma unroll
-      for (int s = 0; s < G; ++s) {
-        float v = 0.f;
-        if (s < ns && k < p.K) {
-          const float d = to_f(x[static_cast<size_t>(s0 + s) * p.K + k]) - p.mode;
-          if (fabsf(d) > p.threshold) v = to_f(from_f<T>(d));
-        }
-        xs[s][r] = v;
-        any = any || v != 0.f;
-      }
-    }
-    const unsigned mask = __ballot_sync(0xffffffffu, any);
-    if (lane == 0) warp_count[warp] = __popc(mask);
-    __syncthreads();
-    int off = base;
-    for (int w = 0; w < warp; ++w) off += warp_count[w];
-    if (any) idx[off + __popc(mask & ((1u << lane) - 1u))] = r;
-    int total = 0;
-    for (int w = 0; w < kWarps; ++w) total += warp_count[w];
-    base += total;
-    __syncthreads();
-  }
-  const int kept = base;
-
-  // 2. Each warp: every kWarps-th kept row, this tile's TN columns, kUnroll rows in flight.
-  const int c0 = blockIdx.x * TN + lane * V;
-  const bool col_ok = c0 < p.N;  // with VEC, N % V == 0, so the whole vector is in range
   float acc[G][V];
 #pragma unroll
   for (int s = 0; s < G; ++s)
 #pragma unroll
     for (int v = 0; v < V; ++v) acc[s][v] = 0.f;
-  const T* W = static_cast<const T*>(p.W) + static_cast<size_t>(k0) * p.N + (col_ok ? c0 : 0);
-  int i = warp;
-  if (col_ok) {
-    for (; i + (kUnroll - 1) * kWarps < kept; i += kUnroll * kWarps) {
-      int r[kUnroll];
-      float w[kUnroll][V];
-#pragma unroll
-      for (int u = 0; u < kUnroll; ++u) r[u] = idx[i + u * kWarps];
-#pragma unroll
-      for (int u = 0; u < kUnroll; ++u) load_vec<T, VEC>(W + static_cast<size_t>(r[u]) * p.N, w[u]);
-#pragma unroll
-      for (int u = 0; u < kUnroll; ++u)
-#pragma unroll
-        for (int s = 0; s < G; ++s) {
-          const float a = xs[s][r[u]];
-#pragma unroll
-          for (int v = 0; v < V; ++v) acc[s][v] = fmaf(a, w[u][v], acc[s][v]);
-        }
-    }
-    for (; i < kept; i += kWarps) {
-      const int r = idx[i];
-      float w[V];
-      load_vec<T, VEC>(W + static_cast<size_t>(r) * p.N, w);
-#pragma unroll
-      for (int s = 0; s < G; ++s) {
-        const float a = xs[s][r];
-#pragma unroll
-        for (int v = 0; v < V; ++v) acc[s][v] = fmaf(a, w[v], acc[s][v]);
-      }
-    }
-  }
-
-  // 3. Sum the warps; write this chunk's partial sums.
+  sparse_rows<T, VEC, G, kWarps>(p, k0, max(0, min(p.chunk, p.K - k0)), s0, ns, xs, idx, warp_count, acc);
+  // Sum the warps; write this chunk's partial sums.
 #pragma unroll
   for (int s = 0; s < G; ++s)
 #pragma unroll
     for (int v = 0; v < V; ++v) red[warp][s][lane * V + v] = acc[s][v];
   __syncthreads();
-  for (int o = tid; o < G * TN; o += kThreads) {
+  for (int o = tid; o < G * TN; o += 32 * kWarps) {
     const int s = o / TN, c = o % TN, col = blockIdx.x * TN + c;
     if (s >= ns || col >= p.N) continue;
     float sum = 0.f;
@@ -145,6 +166,52 @@ __global__ void __launch_bounds__(kThreads) sparse_kernel(SparseParams p) {
     for (int w = 0; w < kWarps; ++w) sum += red[w][s][c];
     p.partial[(static_cast<size_t>(blockIdx.y) * p.S + s0 + s) * p.N + col] = sum;
   }
+}
+
+// Cluster form, one token (decode): the gridDim.y K chunks of a column tile are one thread-block cluster of NW-warp
+// blocks. Each block sums its warps into `tile`; then block q adds, for its slice of the tile, every block's sums
+// in chunk order through distributed shared memory, adds the bias and writes y. One launch, no partial sums.
+template <typename T, bool VEC, int NW>
+__global__ void __launch_bounds__(32 * NW) cluster_kernel(SparseParams p) {
+  namespace cg = cooperative_groups;
+  constexpr int V = VecLoad<T, VEC>::V;
+  constexpr int TN = 32 * V;
+  constexpr int NT = 32 * NW;
+  __shared__ float xs[1][kMaxChunk];
+  __shared__ int idx[kMaxChunk];
+  __shared__ int warp_count[NW];
+  __shared__ float red[NW][TN];
+  __shared__ float tile[TN];
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+  const int k0 = blockIdx.y * p.chunk;
+  float acc[1][V];
+#pragma unroll
+  for (int v = 0; v < V; ++v) acc[0][v] = 0.f;
+  sparse_rows<T, VEC, 1, NW>(p, k0, max(0, min(p.chunk, p.K - k0)), 0, 1, xs, idx, warp_count, acc);
+#pragma unroll
+  for (int v = 0; v < V; ++v) red[warp][lane * V + v] = acc[0][v];
+  __syncthreads();
+  for (int c = tid; c < TN; c += NT) {
+    float sum = 0.f;
+#pragma unroll
+    for (int w = 0; w < NW; ++w) sum += red[w][c];
+    tile[c] = sum;
+  }
+  cg::cluster_group cl = cg::this_cluster();
+  cl.sync();
+  const int C = static_cast<int>(cl.num_blocks()), q = static_cast<int>(cl.block_rank());
+  const int per = (TN + C - 1) / C;
+  const T* bias = static_cast<const T*>(p.bias);
+  T* y = static_cast<T*>(p.y);
+  for (int c = q * per + tid; c < min(TN, (q + 1) * per); c += NT) {
+    const int col = blockIdx.x * TN + c;
+    if (col >= p.N) continue;
+    float sum = 0.f;
+    for (int b = 0; b < C; ++b) sum += cl.map_shared_rank(tile, b)[c];
+    if (bias) sum += to_f(bias[col]);
+    y[col] = from_f<T>(sum);
+  }
+  cl.sync();  // keep this block's tile alive until every block of the cluster has read it
 }
 
 // y[s, n] = Σ_chunks partial[c, s, n] + bias[n]
@@ -177,17 +244,18 @@ __global__ void bias_kernel(T* y, const T* bias, size_t total, int N) {
     y[o] = from_f<T>(to_f(y[o]) + to_f(bias[o % N]));
 }
 
+int64_t env_int(const char* name, int64_t fallback) {
+  const char* s = std::getenv(name);
+  return s && *s ? std::atoll(s) : fallback;
+}
 
 int64_t sparse_max_tokens() {
-  static const int64_t v = [] {
-    const char* s = std::getenv("HUBMOE_SPARSE_MAX_S");
-    return s ? std::max<int64_t>(0, std::atoll(s)) : int64_t(kSparseMaxTokens);
-  }();
+  static const int64_t v = std::max<int64_t>(0, env_int("HUBMOE_SPARSE_MAX_S", kSparseMaxTokens));
   return v;
 }
 
-// Rows per block: the largest power of two up to kMaxChunk that still gives about 8 blocks per SM (so that enough
-// weight rows are in flight to saturate memory), but not below kMinChunk.
+// Split form, rows per block: the largest power of two up to kMaxChunk that still gives about 8 blocks per SM (so
+// that enough weight rows are in flight to saturate memory), but not below kMinChunk.
 int chunk_for(int64_t K, int64_t tiles, int64_t groups) {
   int chunk = kMaxChunk;
   while (chunk > kMinChunk && tiles * groups * ((K + chunk - 1) / chunk) < 8 * 132) chunk /= 2;
@@ -199,37 +267,135 @@ int64_t tile_cols(const SparseLinearArgs& a) {
   return a.N % V == 0 && aligned16(a.W) ? 32 * V : 32;
 }
 
-int64_t chunks_of(const SparseLinearArgs& a) {
-  const int G = a.S <= 1 ? 1 : a.S <= 2 ? 2 : kGroup;
-  const int64_t tiles = (a.N + tile_cols(a) - 1) / tile_cols(a);
-  const int chunk = chunk_for(a.K, tiles, (a.S + G - 1) / G);
-  return (a.K + chunk - 1) / chunk;
+int group_of(const SparseLinearArgs& a) { return a.S <= 1 ? 1 : a.S <= 2 ? 2 : kGroup; }
+
+
+// Largest cluster size the device schedules for cluster_kernel (16 needs the non-portable attribute; 0 when
+// clusters are unavailable).
+template <typename T, bool VEC, int NW>
+int max_cluster() {
+  static const int v = [] {
+    auto fn = cluster_kernel<T, VEC, NW>;
+    if (cudaFuncSetAttribute(fn, cudaFuncAttributeNonPortableClusterSizeAllowed, 1) != cudaSuccess) {
+      cudaGetLastError();
+      return 0;
+    }
+    for (int c = kMaxCluster; c >= 2; c /= 2) {
+      cudaLaunchConfig_t cfg = {};
+      cfg.gridDim = dim3(1, c, 1);
+      cfg.blockDim = dim3(32 * NW);
+      cudaLaunchAttribute attr;
+      attr.id = cudaLaunchAttributeClusterDimension;
+      attr.val.clusterDim.x = 1, attr.val.clusterDim.y = c, attr.val.clusterDim.z = 1;
+      cfg.attrs = &attr;
+      cfg.numAttrs = 1;
+      int n = 0;
+      if (cudaOccupancyMaxActiveClusters(&n, fn, &cfg) == cudaSuccess && n > 0) return c;
+      cudaGetLastError();
+    }
+    return 0;
+  }();
+  return v;
 }
 
-template <typename T, bool VEC, int G>
-void launch_g(const SparseParams& p, dim3 grid, cudaStream_t s) {
-  sparse_kernel<T, VEC, G><<<grid, kThreads, 0, s>>>(p);
+int max_cluster_for(const SparseLinearArgs& a, int warps) {
+  const bool vec = tile_cols(a) > 32, f16 = a.dtype == DType::f16;
+  if (warps == 8)
+    return f16 ? (vec ? max_cluster<__half, true, 8>() : max_cluster<__half, false, 8>())
+               : (vec ? max_cluster<float, true, 8>() : max_cluster<float, false, 8>());
+  return f16 ? (vec ? max_cluster<__half, true, 16>() : max_cluster<__half, false, 16>())
+             : (vec ? max_cluster<float, true, 16>() : max_cluster<float, false, 16>());
+}
+
+template <typename T, bool VEC>
+void launch_split(const SparseParams& p, dim3 grid, int G, cudaStream_t s) {
+  if (G == 1) split_kernel<T, VEC, 1><<<grid, 32 * kWarps, 0, s>>>(p);
+  else if (G == 2) split_kernel<T, VEC, 2><<<grid, 32 * kWarps, 0, s>>>(p);
+  else split_kernel<T, VEC, kGroup><<<grid, 32 * kWarps, 0, s>>>(p);
+}
+
+template <typename T, bool VEC, int NW>
+void launch_cluster(const SparseParams& p, dim3 grid, cudaStream_t s) {
+  cudaLaunchConfig_t cfg = {};
+  cfg.gridDim = grid;
+  cfg.blockDim = dim3(32 * NW);
+  cfg.stream = s;
+  cudaLaunchAttribute attr;
+  attr.id = cudaLaunchAttributeClusterDimension;
+  attr.val.clusterDim.x = 1, attr.val.clusterDim.y = grid.y, attr.val.clusterDim.z = 1;
+  cfg.attrs = &attr;
+  cfg.numAttrs = 1;
+  cuda_check(cudaLaunchKernelEx(&cfg, cluster_kernel<T, VEC, NW>, p), "cluster kernel launch");
+}
+
+// The sparse path's launch shape: warps per block (0: the split form, 4 warps, partial sums and a finalize
+// launch; 8 or 16: the cluster form), the K rows per block and the number of K chunks (the cluster size).
+struct SparseShape {
+  int warps;
+  int chunk;
+  int chunks;
+};
+
+// Warps the cluster form aims for over the whole grid, about 31 per SM on 132 SMs: the cluster size is the power of
+// two that puts the grid nearest to it (measured on the H200 at Jamba-v0.1's layer sizes, ../README.md).
+constexpr int64_t kTargetWarps = 4096;
+
+SparseShape shape_for(const SparseLinearArgs& a, int warps, int cluster) {
+  const int64_t tiles = (a.N + tile_cols(a) - 1) / tile_cols(a);
+  const int64_t groups = (a.S + group_of(a) - 1) / group_of(a);
+  static const int env_warps = [] {
+    const char* s = std::getenv("HUBMOE_SPARSE_WARPS");
+    if (!s || !*s) return -1;
+    const int64_t w = std::atoll(s);
+    return w <= 0 ? 0 : w >= 16 ? 16 : 8;
+  }();
+  static const int env_cluster = static_cast<int>(std::max<int64_t>(0, env_int("HUBMOE_SPARSE_CLUSTER", 0)));
+  if (warps < 0) warps = env_warps;
+  if (cluster <= 0) cluster = env_cluster;
+  if (warps != 0 && a.K > 0 && a.S == 1) {
+    // The cluster that puts the grid nearest kTargetWarps (within a factor √2), with chunks of at least kMinChunk
+    // rows; automatic warps: 8 per block, or 16 where even the largest cluster of 8-warp blocks stays short of it
+    // (narrow layers: few column tiles).
+    auto pick = [&](int w, int most) {
+      int c = 1;
+      if (cluster > 0) return std::min(cluster, most);
+      while (c < most && tiles * c * w * 1.4142 < kTargetWarps && (a.K + 2 * c - 1) / (2 * c) >= kMinChunk) c *= 2;
+      return c;
+    };
+    int w = warps > 0 ? (warps >= 16 ? 16 : 8) : 8;
+    int most = max_cluster_for(a, w);
+    int c = most > 0 ? pick(w, most) : 0;
+    if (warps < 0 && most > 0 && c == most && tiles * c * w * 1.4142 < kTargetWarps) {
+      const int most16 = max_cluster_for(a, 16);
+      if (most16 > 0) w = 16, most = most16, c = pick(16, most16);
+    }
+    if (most > 0) {
+      const int chunk = static_cast<int>((a.K + c - 1) / c);
+      return {w, chunk, static_cast<int>((a.K + chunk - 1) / chunk)};
+    }
+  }
+  const int chunk = chunk_for(a.K, tiles, groups);
+  return {0, chunk, static_cast<int>((a.K + chunk - 1) / chunk)};
 }
 
 template <typename T>
-void launch_sparse(const SparseLinearArgs& a, float* partial, cudaStream_t s) {
+void launch_sparse(const SparseLinearArgs& a, const SparseShape& sh, float* partial, cudaStream_t s) {
   const int64_t TN = tile_cols(a);
   const bool vec = TN > 32;
-  const int G = a.S <= 1 ? 1 : a.S <= 2 ? 2 : kGroup;
+  const int G = group_of(a);
   const int64_t tiles = (a.N + TN - 1) / TN, groups = (a.S + G - 1) / G;
-  const int chunk = chunk_for(a.K, tiles, groups);
-  SparseParams p{a.x, a.W, partial, a.mode, a.threshold, static_cast<int>(a.S), static_cast<int>(a.K),
-                 static_cast<int>(a.N), chunk};
-  const dim3 grid(static_cast<unsigned>(tiles), static_cast<unsigned>((a.K + chunk - 1) / chunk),
-                  static_cast<unsigned>(groups));
-  if (vec) {
-    if (G == 1) launch_g<T, true, 1>(p, grid, s);
-    else if (G == 2) launch_g<T, true, 2>(p, grid, s);
-    else launch_g<T, true, kGroup>(p, grid, s);
+  SparseParams p{a.x, a.W, partial, a.bias, a.y, a.mode, a.threshold, static_cast<int>(a.S), static_cast<int>(a.K),
+                 static_cast<int>(a.N), sh.chunk};
+  const dim3 grid(static_cast<unsigned>(tiles), static_cast<unsigned>(sh.chunks), static_cast<unsigned>(groups));
+  if (sh.warps == 0) {
+    if (vec) launch_split<T, true>(p, grid, G, s);
+    else launch_split<T, false>(p, grid, G, s);
+  } else if (sh.warps == 8) {
+    if (vec) launch_cluster<T, true, 8>(p, grid, s);
+    else launch_cluster<T, false, 8>(p, grid, s);
   } else {
-    if (G == 1) launch_g<T, false, 1>(p, grid, s);
-    else if (G == 2) launch_g<T, false, 2>(p, grid, s);
-    else launch_g<T, false, kGroup>(p, grid, s);
+    if (vec) launch_cluster<T, true, 16>(p, grid, s);
+    else launch_cluster<T, false, 16>(p, grid, s);
   }
 }
 
@@ -261,7 +427,15 @@ SparsePath SparseLinearRunner::resolve(const SparseLinearArgs& a, SparsePath req
 
 size_t SparseLinearRunner::workspace_bytes(const SparseLinearArgs& a, SparsePath path) const {
   if (path == SparsePath::dense) return static_cast<size_t>(a.S) * a.K * dtype_size(a.dtype);
-  return static_cast<size_t>(chunks_of(a)) * a.S * a.N * 4;
+  const SparseShape sh = shape_for(a, warps_, cluster_);
+  return sh.warps ? 0 : static_cast<size_t>(sh.chunks) * a.S * a.N * 4;
+}
+
+std::string SparseLinearRunner::sparse_form(const SparseLinearArgs& a) const {
+  const SparseShape sh = shape_for(a, warps_, cluster_);
+  if (!sh.warps) return "split, " + std::to_string(sh.chunks) + " chunks of " + std::to_string(sh.chunk);
+  return "cluster of " + std::to_string(sh.chunks) + " x " + std::to_string(sh.warps) + " warps, chunks of " +
+         std::to_string(sh.chunk);
 }
 
 void SparseLinearRunner::run(const SparseLinearArgs& a, void* ws, size_t ws_bytes, void* stream_ptr, SparsePath path) {
@@ -274,15 +448,18 @@ void SparseLinearRunner::run(const SparseLinearArgs& a, void* ws, size_t ws_byte
   auto s = static_cast<cudaStream_t>(stream_ptr);
   const bool f16 = a.dtype == DType::f16;
   const size_t total = static_cast<size_t>(a.S) * a.N;
-  const int chunks = static_cast<int>(chunks_of(a));
   if (path == SparsePath::sparse || a.K == 0) {
+    const SparseShape sh = shape_for(a, warps_, cluster_);
     float* partial = static_cast<float*>(ws);
-    if (chunks > 0) {
+    if (sh.chunks > 0) {
       if (f16)
-        launch_sparse<__half>(a, partial, s);
+        launch_sparse<__half>(a, sh, partial, s);
       else
-        launch_sparse<float>(a, partial, s);
+        launch_sparse<float>(a, sh, partial, s);
+      cuda_check(cudaGetLastError(), "kernel launch");
+      if (sh.warps) return;  // the cluster form wrote y
     }
+    const int chunks = sh.chunks;
     if (f16)
       finalize_kernel<__half><<<grid_for(total), 256, 0, s>>>(partial, static_cast<const __half*>(a.bias),
                                                                static_cast<__half*>(a.y), chunks, a.S, a.N);

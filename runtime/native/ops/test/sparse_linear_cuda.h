@@ -27,6 +27,14 @@ std::vector<uint8_t> run_sparse_cuda(const SparseProblem& p, hc::SparsePath path
   return y.host();
 }
 
+// The sparse path's forms under test: {warps, cluster} as SparseLinearRunner::set_sparse_form takes them — the split
+// form, the cluster form as chosen automatically with 8 and 16 warps, and forced cluster sizes (a non-power of two,
+// and chunks longer than one shared-memory piece).
+struct SparseForm {
+  int warps, cluster;
+};
+constexpr SparseForm kSparseForms[] = {{0, 0}, {8, 0}, {16, 0}, {8, 2}, {16, 3}};
+
 void sparse_correctness(Tally& t, double& e32, double& e16) {
   hc::SparseLinearRunner runner;
   uint64_t seed = 9000;
@@ -42,20 +50,28 @@ void sparse_correctness(Tally& t, double& e32, double& e16) {
           for (double sp : {0.5, -1.0}) {
             SparseProblem p = make_sparse(sh.S, sh.K, sh.N, dt, bias, sp, seed++);
             const std::vector<double> want = read(run_sparse_cpu(p, cpu_par()).data(), p.S * p.N, dt);
-            for (size_t off : {size_t(0), size_t(1)}) {
-              if (off && (path != hc::SparsePath::sparse || sh.K == 0)) continue;
-              const std::vector<double> got = read(run_sparse_cuda(p, path, runner, off).data(), p.S * p.N, dt);
-              const double err = rel_err(got, want, 1.0);
-              (dt == DType::f32 ? e32 : e16) = std::max(dt == DType::f32 ? e32 : e16, err);
-              char extra[64];
-              std::snprintf(extra, sizeof extra, " CUDA %s%s", hc::sparse_path_name(path), off ? " misaligned W" : "");
-              t.check_err(p.name(extra), err, dt == DType::f32 ? 1e-5 : 1e-3);
-              if (path == hc::SparsePath::sparse && !off) {
-                // The one-launch form's tile counters must be back at zero: a second launch gives the same bytes.
-                const std::vector<double> again = read(run_sparse_cuda(p, path, runner, off).data(), p.S * p.N, dt);
-                t.check_err(p.name(" CUDA sparse, launched again"), again == got ? 0.0 : 1.0, 0.5);
+            for (const SparseForm& form : kSparseForms) {
+              if (path == hc::SparsePath::dense && (form.warps || form.cluster)) continue;
+              runner.set_sparse_form(form.warps, form.cluster);
+              for (size_t off : {size_t(0), size_t(1)}) {
+                if (off && (path != hc::SparsePath::sparse || sh.K == 0)) continue;
+                const std::vector<double> got = read(run_sparse_cuda(p, path, runner, off).data(), p.S * p.N, dt);
+                const double err = rel_err(got, want, 1.0);
+                (dt == DType::f32 ? e32 : e16) = std::max(dt == DType::f32 ? e32 : e16, err);
+                std::string extra = std::string(" CUDA ") + hc::sparse_path_name(path) + (off ? " misaligned W" : "");
+                if (path == hc::SparsePath::sparse) {
+                  hubmoe::SparseLinearArgs a = p.args();
+                  extra += " (" + runner.sparse_form(a) + ")";
+                }
+                t.check_err(p.name(extra.c_str()), err, dt == DType::f32 ? 1e-5 : 1e-3);
+                if (path == hc::SparsePath::sparse && !off) {
+                  // No state is left behind between launches: a second launch gives the same bytes.
+                  const std::vector<double> again = read(run_sparse_cuda(p, path, runner, off).data(), p.S * p.N, dt);
+                  t.check_err(p.name((extra + ", launched again").c_str()), again == got ? 0.0 : 1.0, 0.5);
+                }
               }
             }
+            runner.set_sparse_form(-1, 0);
           }
 }
 
@@ -100,10 +116,35 @@ void sparse_timing() {
       Dev ws(runner.workspace_bytes(a, hc::SparsePath::sparse));
       tt[i] = time_us([&] { runner.run(a, ws.p, ws.bytes, nullptr, hc::SparsePath::sparse); }, 20, 200, nullptr);
     }
-    std::printf("  %-18s %7lld %7lld | %9.1f %9.1f %9.1f %9.1f %9.1f | %.2fx / %.2fx (dense %.2f TB/s)\n", l.name,
+    hubmoe::SparseLinearArgs a = p.args();
+    a.W = w.p;
+    std::printf("  %-18s %7lld %7lld | %9.1f %9.1f %9.1f %9.1f %9.1f | %.2fx / %.2fx (dense %.2f TB/s) [%s]\n", l.name,
                 (long long)l.K, (long long)l.N, dense, tt[0], tt[1], tt[2], tt[3], dense / tt[1], dense / tt[2],
-                static_cast<double>(l.K * l.N * 2) / dense * 1e-6);
+                static_cast<double>(l.K * l.N * 2) / dense * 1e-6, runner.sparse_form(a).c_str());
   }
+  // Every form at 0 and 50 %: the split form against cluster sizes 2…16 with 8 and 16 warps per block.
+  std::printf("SparseLinear decode forms (S = 1, fp16), µs per call at 0 %% / 50 %% pruned:\n");
+  for (const Layer& l : layers) {
+    SparseProblem p = make_sparse(1, l.K, l.N, DType::f16, false, -1.0, 42);
+    Dev x = dev(p.x), w = dev(p.W), y(static_cast<size_t>(l.N) * 2);
+    std::printf("  %-18s", l.name);
+    const SparseForm forms[] = {{0, 0}, {8, 2}, {8, 4}, {8, 8}, {8, 16}, {16, 2}, {16, 4}, {16, 8}, {16, 16}};
+    for (const SparseForm& f : forms) {
+      runner.set_sparse_form(f.warps, f.cluster);
+      double tt[2];
+      for (int i = 0; i < 2; ++i) {
+        p.threshold = i == 0 ? -1.f : sparse_threshold_for(p, 0.5);
+        hubmoe::SparseLinearArgs a = p.args();
+        a.x = x.p, a.W = w.p, a.bias = nullptr, a.y = y.p;
+        Dev ws(runner.workspace_bytes(a, hc::SparsePath::sparse));
+        tt[i] = time_us([&] { runner.run(a, ws.p, ws.bytes, nullptr, hc::SparsePath::sparse); }, 20, 200, nullptr);
+      }
+      if (f.warps) std::printf(" | w%d c%-2d %5.1f/%5.1f", f.warps, f.cluster, tt[0], tt[1]);
+      else std::printf(" | split %5.1f/%5.1f", tt[0], tt[1]);
+    }
+    std::printf("\n");
+  }
+  runner.set_sparse_form(-1, 0);
   cb->destroy(h);
 }
 

@@ -629,6 +629,14 @@ int main(int argc, char** argv) {
   std::printf("cuBLAS: %s\n", hc::cublas_available(&why) ? "loaded" : why.c_str());
   Tally t;
   double s32 = 0, s16 = 0, m32 = 0, m16 = 0;
+  if (argc > 1 && std::strcmp(argv[1], "--sparse") == 0) {
+    double l32 = 0, l16 = 0;
+    sparse_correctness(t, l32, l16);
+    std::printf("max error vs CPU kernels: SparseLinear fp32 %.2e fp16 %.2e\n", l32, l16);
+    sparse_timing();
+    std::printf("%s: %d passed, %d failed\n", t.failed ? "FAILED" : "ok", t.passed, t.failed);
+    return t.failed ? 1 : 0;
+  }
   if (argc > 1 && std::strcmp(argv[1], "--input-major") == 0) {
     moe_input_major_correctness(t, m32, m16);
     std::printf("max error vs CPU kernels: MoE input-major fp32 %.2e fp16 %.2e\n", m32, m16);
