@@ -3,7 +3,7 @@
 # (fp32 and fp16), then timings at Jamba sizes. Builds runtime/native/build/test_cuda unless a working one is there
 # (it needs nvcc, not the ONNX Runtime headers). Exits non-zero on any mismatch.
 #   test-ops-cuda.sh [--quick]        --quick: correctness on small shapes only
-#   test-ops-cuda.sh --sparse         SparseLinear only: every form against the CPU, then its decode timings
+#   test-ops-cuda.sh --sparse         SparseLinear (every form against the CPU, then its decode timings) and NextToken only
 #   test-ops-cuda.sh --input-major    the MoE input-major checks and timings only
 #   HUBMOE_SANITIZE=1                 also run the quick checks under compute-sanitizer (memcheck)
 # cuBLAS: libcublas.so.13 from the loader path, $HUBMOE_CUBLAS, or the first one found under /usr/local/cuda*,
@@ -41,7 +41,7 @@ if ! "$bin" --info >/dev/null 2>&1; then
     (cd "$native/ops" && "$cuda_home/bin/nvcc" -std=c++17 -O3 -gencode arch=compute_90,code=sm_90 \
       -Xcompiler -fopenmp-simd -o "$bin" test/test_cuda.cu src/selective_scan_cuda.cu src/moe_cuda.cu \
       src/sparse_linear_cuda.cu src/cublas_loader.cc src/selective_scan_cpu.cc src/moe_cpu.cc \
-      src/sparse_linear_cpu.cc -cudart shared -ldl) >&2 || exit 1
+      src/sparse_linear_cpu.cc src/next_token_cuda.cu src/next_token_cpu.cc -cudart shared -ldl) >&2 || exit 1
   fi
 fi
 

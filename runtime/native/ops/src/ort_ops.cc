@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "moe.h"
+#include "next_token.h"
 #include "selective_scan.h"
 #include "sparse_linear.h"
 #ifdef HUBMOE_WITH_CUDA
@@ -507,6 +508,62 @@ struct SparseOp : Ort::CustomOpBase<SparseOp, SparseKernel, true> {
   ONNXTensorElementDataType GetOutputType(size_t) const { return t_; }
 };
 
+// ─── NextToken ────────────────────────────────────────────────────────────────────────────────────────────────
+
+struct NextTokenKernel {
+  Ep ep;
+  int64_t vocab;
+  NextTokenKernel(const OrtKernelInfo* info, Ep e) : ep(e), vocab(attr_int(info, "vocab", 0, true, "NextToken")) {
+    if (vocab < 1) throw OpError("NextToken: attribute 'vocab' must be at least 1, got " + std::to_string(vocab));
+  }
+
+  OrtStatusPtr ComputeV2(OrtKernelContext* ctx) noexcept {
+    return guarded("NextToken", [&] {
+      TensorIn l = input(ctx, 0);
+      NextTokenArgs a;
+      next_token_check(l.dims.data(), l.rank(), vocab, a);
+      a.dtype = dtype_of(l.type, "NextToken");
+      a.logits = l.data;
+      a.next = static_cast<int64_t*>(output(ctx, 0, {a.B}));
+      if (a.B == 0) return;
+      if (ep == Ep::cpu) {
+        next_token_cpu(a);
+      } else {
+#ifdef HUBMOE_WITH_CUDA
+        void* stream = nullptr;
+        check(api().KernelContext_GetGPUComputeStream(ctx, &stream));
+        cuda::next_token(a, stream);
+#endif
+      }
+    });
+  }
+};
+
+OrtStatusPtr infer_next_token(const OrtCustomOp*, OrtShapeInferContext* ctx) noexcept {
+  TypeShape l;
+  if (OrtStatus* st = get_type_shape(ctx, 0, l)) return st;
+  TypeShape out;
+  out.type = ONNX_TENSOR_ELEMENT_DATA_TYPE_INT64;
+  out.dims = {l.dims.empty() ? -1 : l.dims[0]};
+  out.syms = {l.syms.empty() ? std::string() : l.syms[0]};
+  return set_type_shape(ctx, 0, out);
+}
+
+struct NextTokenOp : Ort::CustomOpBase<NextTokenOp, NextTokenKernel, true> {
+  Ep ep_;
+  ONNXTensorElementDataType t_;
+  NextTokenOp(Ep ep, ONNXTensorElementDataType t) : ep_(ep), t_(t) { OrtCustomOp::InferOutputShapeFn = infer_next_token; }
+  OrtStatusPtr CreateKernelV2(const OrtApi&, const OrtKernelInfo* info, void** kernel) const {
+    return guarded("NextToken", [&] { *kernel = new NextTokenKernel(info, ep_); });
+  }
+  const char* GetName() const { return "NextToken"; }
+  const char* GetExecutionProviderType() const { return ep_name(ep_); }
+  size_t GetInputTypeCount() const { return 1; }
+  ONNXTensorElementDataType GetInputType(size_t) const { return t_; }
+  size_t GetOutputTypeCount() const { return 1; }
+  ONNXTensorElementDataType GetOutputType(size_t) const { return ONNX_TENSOR_ELEMENT_DATA_TYPE_INT64; }
+};
+
 // ─── Registration ─────────────────────────────────────────────────────────────────────────────────────────────
 
 struct OpSet {
@@ -521,6 +578,7 @@ struct OpSet {
         ops.emplace_back(new ScanOp(ep, t));
         ops.emplace_back(new MoeOp(ep, t));
         ops.emplace_back(new SparseOp(ep, t));
+        ops.emplace_back(new NextTokenOp(ep, t));
       }
   }
 };

@@ -616,6 +616,31 @@ void copy_bandwidth() {
 }  // namespace
 
 #include "sparse_linear_cuda.h"
+#include "next_token_tests.h"
+
+namespace {
+
+// NextToken on CUDA against the definition, at the CPU test's shapes and at decode sizes (vocab 65536, batch 16).
+void next_token_correctness(Tally& t) {
+  uint64_t seed = 7500;
+  std::vector<NextTokenShape> shapes(std::begin(kNextTokenShapes), std::end(kNextTokenShapes));
+  shapes.push_back({16, 1, 65536, 65024});
+  shapes.push_back({1, 2, 65536, 65536});
+  for (DType dt : {DType::f32, DType::f16})
+    for (const NextTokenShape& s : shapes) {
+      NextTokenProblem p = make_next_token(s.B, s.T, s.V, s.vocab, dt, seed++);
+      Dev l = dev(p.logits), n(static_cast<size_t>(std::max<int64_t>(1, p.B)) * 8);
+      hubmoe::NextTokenArgs a = p.args(static_cast<int64_t*>(n.p));
+      a.logits = l.p;
+      hubmoe::cuda::next_token(a, nullptr);
+      CK(cudaDeviceSynchronize());
+      std::vector<int64_t> got(static_cast<size_t>(p.B));
+      if (p.B) CK(cudaMemcpy(got.data(), n.p, got.size() * 8, cudaMemcpyDeviceToHost));
+      t.check(got == next_token_ref(p), p.name(" CUDA"), 1, 0);
+    }
+}
+
+}  // namespace
 
 int main(int argc, char** argv) {
   std::setvbuf(stdout, nullptr, _IOLBF, 0);
@@ -634,6 +659,7 @@ int main(int argc, char** argv) {
     sparse_correctness(t, l32, l16);
     std::printf("max error vs CPU kernels: SparseLinear fp32 %.2e fp16 %.2e\n", l32, l16);
     sparse_timing();
+    next_token_correctness(t);
     std::printf("%s: %d passed, %d failed\n", t.failed ? "FAILED" : "ok", t.passed, t.failed);
     return t.failed ? 1 : 0;
   }
@@ -650,6 +676,7 @@ int main(int argc, char** argv) {
   moe_input_major_correctness(t, m32, m16);
   double l32 = 0, l16 = 0;
   sparse_correctness(t, l32, l16);
+  next_token_correctness(t);
   std::printf("max error vs CPU kernels: SparseLinear fp32 %.2e fp16 %.2e\n", l32, l16);
   std::printf("max error vs CPU kernels: SelectiveScan fp32 %.2e fp16 %.2e; MoE fp32 %.2e fp16 %.2e\n", s32, s16, m32,
               m16);

@@ -15,6 +15,7 @@
 
 #include "onnx_writer.h"
 #include "problems.h"
+#include "next_token_tests.h"
 #include "sparse_linear_tests.h"
 
 using namespace testutil;
@@ -324,6 +325,39 @@ void sparse_case(Tally& t, DType dt, bool bias) {
   });
 }
 
+// logits [B, T, V] with a symbolic batch through an Identity (the int64 output's type is inferred from the op).
+void next_token_case(Tally& t, DType dt) {
+  NextTokenProblem p = make_next_token(3, 2, 70, 64, dt, 7300 + (int)dt);
+  std::vector<onnxw::Msg> nodes = {
+      onnxw::node("NextToken", "ai.hubmoe", {"logits"}, {"n_raw"}, {onnxw::attr_i("vocab", p.vocab)}, "next"),
+      onnxw::node("Identity", "", {"n_raw"}, {"next"}, {}, "id")};
+  const std::string what = p.name(" through ORT, symbolic batch");
+  try {
+    Ort::Session sess = make_session(onnxw::model(nodes, {onnxw::value_info("logits", elem(dt), {-1, p.T, p.V})},
+                                                  {onnxw::value_info("next", onnxw::INT64, {-1})}));
+    auto out = run(sess, {{"logits", dt, {p.B, p.T, p.V}, p.logits.data()}}, {"next"});
+    const auto info = out[0].GetTensorTypeAndShapeInfo();
+    t.check(info.GetShape() == std::vector<int64_t>{p.B} && info.GetElementType() == ONNX_TENSOR_ELEMENT_DATA_TYPE_INT64,
+            what + " shape and type", 0, 0);
+    const int64_t* got = out[0].GetTensorData<int64_t>();
+    const std::vector<int64_t> want = next_token_ref(p);
+    t.check(std::vector<int64_t>(got, got + p.B) == want, what, 1, 0);
+  } catch (const std::exception& e) {
+    std::printf("FAIL %s: %s\n", what.c_str(), e.what());
+    t.failed++;
+  }
+  if (dt != DType::f32) return;
+  auto model = [&](int64_t vocab) {
+    return onnxw::model({onnxw::node("NextToken", "ai.hubmoe", {"logits"}, {"next"}, {onnxw::attr_i("vocab", vocab)}, "next")},
+                        {onnxw::value_info("logits", onnxw::FLOAT, {-1, -1, -1})}, {onnxw::value_info("next", onnxw::INT64, {-1})});
+  };
+  expect_error(t, "ORT NextToken vocab 0 is refused at load", "'vocab' must be at least 1", [&] { make_session(model(0), true); });
+  expect_error(t, "ORT NextToken vocab past the logits is reported at run", "attribute 'vocab' is 71", [&] {
+    Ort::Session s = make_session(model(71), true);
+    run(s, {{"logits", DType::f32, {p.B, p.T, p.V}, p.logits.data()}}, {"next"}, true);
+  });
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -370,6 +404,7 @@ int main(int argc, char** argv) {
   moe_scap_case(t, DType::f32, 0, true);
   for (DType dt : {DType::f32, DType::f16})
     for (bool bias : {false, true}) sparse_case(t, dt, bias);
+  for (DType dt : {DType::f32, DType::f16}) next_token_case(t, dt);
   std::printf("%s: %d passed, %d failed\n", t.failed ? "FAILED" : "ok", t.passed, t.failed);
   return t.failed ? 1 : 0;
 }
