@@ -373,19 +373,24 @@ class Model implements HubmoeModel {
         if (done[r]) return this.padId;
         // The output buffer is ours: pickToken may edit the row in place.
         const row = logits.subarray((r * seqLen + pos) * V, (r * seqLen + pos + 1) * V);
-        const tok = pickToken(row, this.spec.vocab.size, penalised ? [...prompt, ...tokens[r]!] : [], options, rng);
-        tokens[r]!.push(tok);
-        const stopHere = options.onToken?.({ row: r, token: tok, step }) === true;
-        if (eos.has(tok)) {
-          done[r] = true;
-          reasons[r] = 'eos';
-        } else if (stopHere || stops.some((seq) => endsWith(tokens[r]!, seq))) {
-          done[r] = true;
-          reasons[r] = 'stop';
-        }
-        return tok;
+        return record(r, pickToken(row, this.spec.vocab.size, penalised ? [...prompt, ...tokens[r]!] : [], options, rng), step);
       });
     };
+    /** Records row r's token of this step: onToken, EOS and stop sequences. */
+    const record = (r: number, tok: number, step: number): number => {
+      tokens[r]!.push(tok);
+      const stopHere = options.onToken?.({ row: r, token: tok, step }) === true;
+      if (eos.has(tok)) {
+        done[r] = true;
+        reasons[r] = 'eos';
+      } else if (stopHere || stops.some((seq) => endsWith(tokens[r]!, seq))) {
+        done[r] = true;
+        reasons[r] = 'stop';
+      }
+      return tok;
+    };
+    // Greedy decoding without logits to return or edit can take the graph's own choice (fused static-cache graphs).
+    const deviceGreedy = !isSampling(options) && !penalised && !options.outputLogits;
     if (this.staticCache) {
       const { out: first, last, stream } = await this.staticCache.begin(ids, prefillMask, B, T, maxNew, this.scapOutputs);
       try {
@@ -393,7 +398,9 @@ class Model implements HubmoeModel {
         disposeAll(first);
         let next = chooseNext(last, 1, 0, 0);
         for (let step = 1; step < maxNew && !done.every(Boolean); step++) {
-          next = chooseNext(await stream.step(next), 1, 0, step);
+          const result = await stream.step(next);
+          const chosen = deviceGreedy ? result.tokens() : undefined;
+          next = chosen ? chosen.map((tok, r) => (done[r] ? this.padId : record(r, tok, step))) : chooseNext(result.logits(), 1, 0, step);
         }
       } finally {
         stream.end();

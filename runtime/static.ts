@@ -19,6 +19,14 @@ import type { DeviceValue } from './native/index.js';
 
 /** The static graph's inputs other than caches. */
 const STEP_INPUTS = new Set(['input_ids', 'attention_mask', 'cache_position']);
+/** The fused static graph's output of each row's greedy token at the last position, [batch_size] int64. */
+const NEXT_TOKEN = 'next_token';
+
+function idsOf(v: Value | undefined): number[] | undefined {
+  if (!v) return undefined;
+  const t = isDeviceValue(v) ? v.download() : v;
+  return Array.from(t.data as BigInt64Array, (x) => Number(x));
+}
 
 /** The name of the present output that carries a past input forward. */
 export function presentName(past: string): string {
@@ -70,10 +78,21 @@ export interface Begun {
   stream: DecodeStream;
 }
 
+/** A decode step's results, read from the device only when asked for. */
+export interface StepResult {
+  /** The step's logits, [B × V]. */
+  logits(): Float32Array;
+  /**
+   * Each row's greedy choice (the lowest index of the largest of the first vocab.size logits), computed on the
+   * device by the graph's `next_token` output (fused static-cache graphs); undefined when the graph has none.
+   */
+  tokens(): number[] | undefined;
+}
+
 /** One generation's decode steps. */
 export interface DecodeStream {
-  /** Feeds each row's next token; returns the step's logits, [B × V]. */
-  step(next: readonly number[]): Promise<Float32Array>;
+  /** Feeds each row's next token and runs the step. */
+  step(next: readonly number[]): Promise<StepResult>;
   /** Frees what the generation held (buffers of a one-off window; a kept window is released for reuse). */
   end(): void;
 }
@@ -87,6 +106,8 @@ interface Window {
   mask: DeviceValue;
   pos: DeviceValue;
   logits: DeviceValue;
+  /** The graph's `next_token` output [B] (when it has one). */
+  next?: DeviceValue;
   /** CUDA graph ids for a step reading set 0 and for one reading set 1 (graph sessions only). */
   graphIds?: [number, number];
   busy: boolean;
@@ -139,6 +160,11 @@ export class StaticCache {
       });
   }
 
+  /** Whether the graph computes each step's greedy token (output `next_token`, fused static-cache graphs). */
+  get nextToken(): boolean {
+    return this.backend.outputNames.includes(NEXT_TOKEN);
+  }
+
   /** Whether decode steps are replayed CUDA graphs. */
   get graphs(): boolean {
     return this.backend.cudaGraph === true;
@@ -180,6 +206,7 @@ export class StaticCache {
         mask: a(alloc('int64', [B, S])),
         pos: a(alloc('int64', [1])),
         logits: a(alloc('float32', [B, 1, this.opts.vocab])),
+        ...(this.nextToken ? { next: a(alloc('int64', [B])) } : {}),
         busy: false,
         used: 0,
       };
@@ -193,7 +220,7 @@ export class StaticCache {
 
   private static disposeWindow(w: Window): void {
     for (const set of w.sets) for (const v of Object.values(set)) v.dispose();
-    for (const v of [w.ids, w.mask, w.pos, w.logits]) v.dispose();
+    for (const v of [w.ids, w.mask, w.pos, w.logits, ...(w.next ? [w.next] : [])]) v.dispose();
   }
 
   /**
@@ -280,12 +307,14 @@ export class StaticCache {
         w.pos.write(BigInt64Array.of(BigInt(slot)));
         const feeds: Record<string, Value> = { input_ids: w.ids, attention_mask: w.mask, cache_position: w.pos, ...w.sets[cur] };
         const other = w.sets[cur === 0 ? 1 : 0];
-        const bind: Record<string, DeviceValue> = { logits: w.logits };
+        // Every step binds the same outputs (a captured graph replays what it was captured with); the host then
+        // reads the logits or, for greedy decoding, only the tokens.
+        const bind: Record<string, DeviceValue> = { logits: w.logits, ...(w.next ? { [NEXT_TOKEN]: w.next } : {}) };
         for (const c of this.caches) bind[c.output] = other[c.input]!;
         await run(feeds, bind, [], w.graphIds ? w.graphIds[cur] : undefined);
         cur = cur === 0 ? 1 : 0;
         slot += 1;
-        return w.logits.download().data as Float32Array;
+        return { logits: () => w.logits.download().data as Float32Array, tokens: () => idsOf(w.next) };
       },
       end: release,
     };
@@ -324,7 +353,8 @@ export class StaticCache {
         slot += 1;
         const l = out.logits;
         if (!l || isDeviceValue(l)) throw new HubmoeError('RUNTIME', 'the model returned no host logits');
-        return l.data as Float32Array;
+        const chosen = out[NEXT_TOKEN];
+        return { logits: () => l.data as Float32Array, tokens: () => idsOf(chosen) };
       },
       end: () => {},
     };

@@ -8,7 +8,8 @@
  *            (Mamba blocks), past_key_values.{j}.key|value [batch_size, kv_heads, past_sequence_length,
  *            head_dim] (attention blocks)
  *   outputs  logits [batch_size, sequence_length, vocab] fp32, present_conv.{j}, present_ssm.{j},
- *            present.{j}.key|value
+ *            present.{j}.key|value; the fused static-cache graph also next_token [batch_size] int64 (each
+ *            row's greedy token at the last position)
  *
  * `j` is the sub-block index in hubmoe.json. Caches are in the model's float type. The static-cache
  * graph (`staticCache`) takes attention_mask [batch_size, max_length] and cache_position [sequence_length],
@@ -16,7 +17,7 @@
  */
 import type { CanonicalTensors } from '../schema/canonical.js';
 import type { ModelSpec } from '../schema/spec.js';
-import { GraphBuilder, MS_DOMAIN } from './graph.js';
+import { GraphBuilder, HUBMOE_DOMAIN, MS_DOMAIN } from './graph.js';
 import type { FloatDType } from './graph.js';
 import { HubmoeError } from '../errors.js';
 import { TensorDataType } from './proto.js';
@@ -213,6 +214,11 @@ export function buildGraph(spec: ModelSpec, tensors: CanonicalTensors, opts: Bui
   });
   if (F !== TensorDataType.FLOAT) logits = g.op('Cast', [logits], { to: TensorDataType.FLOAT });
   g.output('logits', logits, TensorDataType.FLOAT, ['batch_size', 'sequence_length', spec.vocab.padded_size]);
+  if (st && opts.target === 'fused') {
+    // Each row's greedy token at the last position, chosen on the device (ai.hubmoe NextToken): a greedy decode
+    // step then copies B token ids to the host instead of B × vocab logits.
+    g.output('next_token', g.op('NextToken', [logits], { vocab: spec.vocab.size }, HUBMOE_DOMAIN), TensorDataType.INT64, ['batch_size']);
+  }
   if (ctx.scap?.kind === 'pruned') {
     const met = new Set(ctx.scap.registered.map((r) => r.site));
     const unknown = Object.keys(ctx.scap.sites).filter((site) => !met.has(site));

@@ -16,6 +16,7 @@ import type { InferenceBackend } from '../../runtime/backend.js';
 import { graphChoice, loadModel } from '../../runtime/model.js';
 import { loadNative } from '../../runtime/native/index.js';
 import { StaticCache, windowSlots } from '../../runtime/static.js';
+import { argmax } from '../../runtime/sampling.js';
 import { fixture, tempDir } from '../helpers.js';
 import { existsSync } from 'node:fs';
 
@@ -70,6 +71,11 @@ describe('the static-cache graph', () => {
         const b = await fixed.generate(PROMPTS, opts);
         expect(b.tokens).toEqual(a.tokens);
         a.logits!.forEach((l, i) => expect(maxRel(b.logits![i]!, l)).toBeLessThan(1e-5));
+        if (c.target === 'fused') {
+          // Greedy decoding without logits asked for takes each step's tokens from the graph's next_token output.
+          const g = await fixed.generate(PROMPTS, { maxNewTokens: 6, ignoreEos: true });
+          expect(g.tokens).toEqual(a.tokens);
+        }
         const fa = await dynamic.forward(PROMPTS);
         const fb = await fixed.forward(PROMPTS);
         expect(fb.dims).toEqual(fa.dims);
@@ -80,6 +86,48 @@ describe('the static-cache graph', () => {
       }
     });
   }
+
+  it.skipIf(skipNative || (!fusedOk && !process.env.CI))('the fused graph chooses each step\'s greedy token on the device (next_token); the portable one leaves it to the host', async () => {
+    const out = join(dir, 'jamba-demo-fused');
+    if (!existsSync(join(out, 'hubmoe.json'))) await convert(fixture('jamba-demo', 'checkpoint'), { outDir: out, target: 'fused' });
+    const backend = await createBackend(join(out, 'onnx', 'model_static.onnx'), { device: 'cpu', backend: 'native', threads: 1, customOps: true });
+    const model = await loadModel(out, { threads: 1 });
+    try {
+      expect(backend.outputNames).toContain('next_token');
+      const vocab = model.spec.vocab.size;
+      const V = model.spec.vocab.padded_size;
+      const cache = new StaticCache(backend, { maxLength: 64, vocab: V });
+      expect(cache.nextToken).toBe(true);
+      const ids = BigInt64Array.from([1n, 5n, 9n, 22n, 7n, 0n, 0n, 3n, 4n, 8n]);
+      const mask = BigInt64Array.from([1n, 1n, 1n, 1n, 1n, 0n, 0n, 1n, 1n, 1n]);
+      const { stream } = await cache.begin(ids, mask, 2, 5, 8, []);
+      try {
+        let next = [11, 12];
+        for (let s = 0; s < 6; s++) {
+          const r = await stream.step(next);
+          const l = r.logits();
+          const host = [0, 1].map((b) => argmax(l.subarray(b * V, b * V + vocab)));
+          expect(r.tokens()).toEqual(host);
+          next = host;
+        }
+      } finally {
+        stream.end();
+        cache.dispose();
+      }
+    } finally {
+      await backend.release();
+      await model.dispose();
+    }
+    const portable = join(dir, 'jamba-odd-portable-nt');
+    await convert(fixture('jamba-odd', 'checkpoint'), { outDir: portable });
+    const pb = await createBackend(join(portable, 'onnx', 'model_static.onnx'), { device: 'cpu', backend: 'native', threads: 1 });
+    try {
+      expect(pb.outputNames).not.toContain('next_token');
+      expect(new StaticCache(pb, { maxLength: 16, vocab: 1 }).nextToken).toBe(false);
+    } finally {
+      await pb.release();
+    }
+  });
 
   it('is written next to each dynamic graph and reads that graph\'s external data', async () => {
     const out = join(dir, 'jamba-demo-both');
@@ -188,7 +236,7 @@ describe.skipIf(skipNative)('static windows and graph ids', () => {
     const logits: Float32Array[] = [];
     try {
       for (let s = 1; s < steps; s++) {
-        const l = await stream.step(next);
+        const l = (await stream.step(next)).logits();
         logits.push(l);
         next = rows.map((_, b) => argmax(l, b * V));
         next.forEach((t, b) => tokens[b]!.push(t));
