@@ -9,6 +9,10 @@
 #   bash bench/run_h200.sh fused OUT    # convert it (--target fused --dtype fp16) and time hubmoe fused (native backend), with
 #                                       # the static-cache graph and CUDA graphs (the default) and with the dynamic graph
 #   bash bench/run_h200.sh portable OUT # convert it (--target portable) and time it on the CUDA EP, via onnxruntime-node and via the native backend
+#   bash bench/run_h200.sh blackmamba OUT       # BlackMamba-2.8B's configuration (random bf16 weights): Zyphra's reference code
+#                                               # (eager), then hubmoe fused (CUDA graphs, dynamic graph) and portable (native backend);
+#                                               # needs a work tree of Zyphra/BlackMamba at .ref/BlackMamba (or $HUBMOE_BLACKMAMBA_REPO):
+#                                               #   git --git-dir=MIRROR archive 5c8cddd | tar x -C .ref/BlackMamba
 #   bash bench/run_h200.sh scap-period OUT      # a 2-expert copy of the period (same weights read per token at batch 1) and SCAP thresholds for 40 / 50 %
 #   bash bench/run_h200.sh scap-speed OUT S…    # fused fp16, dense (S = dense) or pruned at S (0.4, 0.5): batch-1 decode and prefill
 #   bash bench/run_h200.sh scap-ab OUT S…       # dense and pruned at each S, loaded together, batch-1 decode interleaved over 5 rounds
@@ -62,6 +66,16 @@ case "$step" in
     node bench/speed.mjs --model "$work/portable" --device cuda --backend native --label "hubmoe portable (native backend, CUDA EP)" --json "$out/portable-native.json"
     node bench/speed.mjs --model "$work/portable" --device cuda --backend onnxruntime-node --label "hubmoe portable (onnxruntime-node, CUDA EP)" --json "$out/portable-ort.json"
     rm -rf "$work/portable"
+    ;;
+  blackmamba)
+    setup
+    repo=${HUBMOE_BLACKMAMBA_REPO:-.ref/BlackMamba}
+    [ -f "$work/blackmamba-2.8b/config.json" ] || python3 bench/blackmamba_2p8b.py --blackmamba-repo "$repo" --out "$work/blackmamba-2.8b" --json "$out/blackmamba-reference.json"
+    [ -f "$work/blackmamba-fused/hubmoe.json" ] || node bench/speed.mjs --convert "$work/blackmamba-2.8b" --out "$work/blackmamba-fused" --target fused --dtype fp16
+    node bench/speed.mjs --model "$work/blackmamba-fused" --device cuda --backend native --label "hubmoe fused, BlackMamba-2.8B configuration (static cache + CUDA graphs)" --json "$out/blackmamba-fused.json"
+    node bench/speed.mjs --model "$work/blackmamba-fused" --device cuda --backend native --graph dynamic --label "hubmoe fused, BlackMamba-2.8B configuration (dynamic graph)" --json "$out/blackmamba-fused-dynamic.json"
+    [ -f "$work/blackmamba-portable/hubmoe.json" ] || node bench/speed.mjs --convert "$work/blackmamba-2.8b" --out "$work/blackmamba-portable" --target portable --dtype fp16
+    node bench/speed.mjs --model "$work/blackmamba-portable" --device cuda --backend native --label "hubmoe portable, BlackMamba-2.8B configuration (native backend, CUDA EP)" --json "$out/blackmamba-portable.json"
     ;;
   scap-period)
     [ -f "$work/period-x2/config.json" ] || python3 bench/jamba_period.py --out "$work/period-x2" --json "$out/period-x2.json" --experts 2 --skip-bench
