@@ -31,6 +31,9 @@ sys.path.insert(0, os.path.join(HERE, '..', 'fixtures', 'scripts'))
 import make_blackmamba as mb  # noqa: E402  (sets CUBLAS_WORKSPACE_CONFIG before torch initialises CUDA)
 import torch  # noqa: E402
 
+sys.path.insert(0, HERE)
+from gpu_util import copy_bandwidth, decode_row, timed_ms  # noqa: E402
+
 LAYERS = ['r', '8'] * 18
 CONFIG = mb.bm_config(36, 1472, 16, 4, 50304, 2, LAYERS, 3872, False, True, max_sequence_length=2048)
 TINY = mb.bm_config(4, 64, 16, 4, 264, 2, ['r', '8'] * 2, 96, False, True, max_sequence_length=2048)
@@ -77,19 +80,6 @@ def active_params(model, config):
     return total
 
 
-def timed_ms(fn, repeat, device):
-    best = float('inf')
-    for _ in range(repeat):
-        if device.type == 'cuda':
-            torch.cuda.synchronize()
-        t = time.perf_counter()
-        fn()
-        if device.type == 'cuda':
-            torch.cuda.synchronize()
-        best = min(best, (time.perf_counter() - t) * 1000)
-    return best
-
-
 @torch.no_grad()
 def bench(model, config, device, prefill, batches, prompt, steps, n_mamba):
     V = config['vocab_size']
@@ -121,10 +111,8 @@ def bench(model, config, device, prefill, batches, prompt, steps, n_mamba):
                     times.append((time.perf_counter() - t) * 1000)
                 assert logits.shape[:2] == (B, 1), logits.shape
                 params.seqlen_offset += 1
-        times.sort()
-        ms = times[len(times) // 2]
-        out['decode'].append(dict(batch=B, msPerStep=ms, tokensPerSecond=B * 1000 / ms, steps=len(times)))
-        log(f'reference decode batch {B}: {ms:.2f} ms/step')
+        out['decode'].append(decode_row(B, times))
+        log(f'reference decode batch {B}: {out["decode"][-1]["msPerStep"]:.2f} ms/step')
     return out
 
 
@@ -153,7 +141,7 @@ def main():
     torch.backends.cuda.matmul.allow_tf32 = False
     spec = dict(config=config, routing_mode='sinkhorn', activation='gelu', dtype='bfloat16')
     t0 = time.time()
-    bw = mb_copy_bandwidth(device)
+    bw = copy_bandwidth(device)
     model = mb.build_direct(mods, spec, device)
     init_(model, args.seed, device)
     if device.type == 'cuda':
@@ -179,26 +167,6 @@ def main():
     with open(args.json, 'w') as f:
         json.dump(res, f, indent=2, default=str)
     print(json.dumps(res, default=str))
-
-
-def mb_copy_bandwidth(device):
-    """Device-to-device copy bandwidth, bytes read + written (as bench/jamba_period.py measures it)."""
-    if device.type != 'cuda':
-        return 0.0
-    n = 2 * 1024 ** 3
-    a = torch.empty(n, dtype=torch.uint8, device=device)
-    b = torch.empty_like(a)
-    for _ in range(3):
-        b.copy_(a)
-    torch.cuda.synchronize()
-    s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    s.record()
-    for _ in range(10):
-        b.copy_(a)
-    e.record()
-    torch.cuda.synchronize()
-    del a, b
-    return 2 * n * 10 / (s.elapsed_time(e) / 1000)
 
 
 if __name__ == '__main__':

@@ -19,6 +19,9 @@ import torch
 import transformers
 from transformers import JambaConfig, JambaForCausalLM
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from gpu_util import copy_bandwidth, decode_row, timed_ms  # noqa: E402
+
 CONFIG = dict(vocab_size=65536, hidden_size=4096, intermediate_size=14336, num_hidden_layers=8, num_attention_heads=32,
               num_key_value_heads=8, num_experts=16, num_experts_per_tok=2, expert_layer_period=2, expert_layer_offset=1,
               attn_layer_period=8, attn_layer_offset=4, mamba_d_state=16, mamba_d_conv=4, mamba_expand=2,
@@ -30,25 +33,6 @@ DEVICE = 'cuda'
 
 def log(*a):
     print(*a, file=sys.stderr, flush=True)
-
-
-def copy_bandwidth():
-    """Device-to-device copy bandwidth, counting bytes read and written (as the issue's 3.98 TB/s)."""
-    if DEVICE != 'cuda':
-        return 0.0
-    n = 2 * 1024 ** 3
-    a = torch.empty(n, dtype=torch.uint8, device=DEVICE)
-    b = torch.empty_like(a)
-    for _ in range(3):
-        b.copy_(a)
-    torch.cuda.synchronize()
-    s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    s.record()
-    for _ in range(10):
-        b.copy_(a)
-    e.record()
-    torch.cuda.synchronize()
-    return 2 * n * 10 / (s.elapsed_time(e) / 1000)
 
 
 def build(seed):
@@ -88,32 +72,12 @@ def active_params(model):
     return total
 
 
-def timed(fn, repeat):
-    if DEVICE != 'cuda':
-        best = float('inf')
-        for _ in range(repeat):
-            t = time.perf_counter()
-            fn()
-            best = min(best, (time.perf_counter() - t) * 1000)
-        return best
-    s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    best = float('inf')
-    for _ in range(repeat):
-        torch.cuda.synchronize()
-        s.record()
-        fn()
-        e.record()
-        torch.cuda.synchronize()
-        best = min(best, s.elapsed_time(e))
-    return best
-
-
 @torch.no_grad()
 def bench(model, prefill, batches, prompt, steps):
     out = {}
     ids = torch.randint(3, CONFIG['vocab_size'], (1, prefill), device=DEVICE)
     model(ids, use_cache=True)  # warm-up
-    ms = timed(lambda: model(ids, use_cache=True), 3)
+    ms = timed_ms(lambda: model(ids, use_cache=True), 3, DEVICE)
     out['prefill'] = dict(tokens=prefill, seconds=ms / 1000, tokensPerSecond=prefill / (ms / 1000))
     log(f'eager prefill {prefill}: {ms / 1000:.3f} s')
     out['decode'] = []
@@ -139,10 +103,8 @@ def bench(model, prefill, batches, prompt, steps):
                 pos += 1
                 if run == 1:
                     times.append(ms)
-        times.sort()
-        ms = times[len(times) // 2]
-        out['decode'].append(dict(batch=B, msPerStep=ms, tokensPerSecond=B * 1000 / ms, steps=len(times)))
-        log(f'eager decode batch {B}: {ms:.2f} ms/step')
+        out['decode'].append(decode_row(B, times))
+        log(f'eager decode batch {B}: {out["decode"][-1]["msPerStep"]:.2f} ms/step')
     return out
 
 
@@ -169,7 +131,7 @@ def main():
                       vocab_size=256, mamba_dt_rank=4)
     torch.backends.cuda.matmul.allow_tf32 = False
     t0 = time.time()
-    bw = copy_bandwidth()
+    bw = copy_bandwidth(DEVICE)
     log(f'copy bandwidth {bw / 1e12:.2f} TB/s')
     model = build(args.seed)
     n_active = active_params(model)
