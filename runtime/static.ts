@@ -78,7 +78,7 @@ export interface Begun {
   stream: DecodeStream;
 }
 
-/** A decode step's results, read from the device only when asked for. */
+/** A decode step's results, read from the device only when asked for (before the next step, which overwrites them). */
 export interface StepResult {
   /** The step's logits, [B × V]. */
   logits(): Float32Array;
