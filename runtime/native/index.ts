@@ -412,6 +412,9 @@ export class NativeSession {
    * outputs named in `deviceOutputs` come back as device values, the others as host tensors. Runs of
    * one session are serialised: a run starts when the previous one has settled. The feeds are taken
    * when run() is called: device values disposed after that are still fed (and freed after the run).
+   * A host output of 64 kB or more is handed over without a copy: its array is over ONNX Runtime's own
+   * output memory, which is freed when the array is garbage-collected (it stays valid after the session
+   * is released). HUBMOE_NATIVE_COPY_OUTPUTS=1 copies every output instead.
    */
   async run(feeds: Record<string, NativeFeed>, options: NativeRunOptions = {}): Promise<NativeOutputs> {
     const opts = {

@@ -11,6 +11,9 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { convert } from '../../src/convert.js';
 import { HubmoeError } from '../../src/errors.js';
 import { createBackend } from '../../runtime/backend.js';
+import { writeOnnx } from '../../src/onnx/export.js';
+import { GraphBuilder } from '../../src/onnx/graph.js';
+import { TensorDataType } from '../../src/onnx/proto.js';
 import type { InferenceBackend, Tensor } from '../../runtime/backend.js';
 import { createNativeSession, loadNative, nativeStatus, onnxruntimeLibraryPath } from '../../runtime/native/index.js';
 import type { DeviceValue, HostTensor, NativeBinding, NativeFeed, NativeOutputs, NativeSession } from '../../runtime/native/index.js';
@@ -287,6 +290,27 @@ describe.skipIf(skipModel)('native sessions on the CPU', () => {
     expect(host(viaHandle.logits).data).toEqual(host(viaHost.logits).data);
     expect(host(viaHandle.logits).data).not.toEqual(host((await session.run(feeds)).logits).data);
     v.dispose();
+  });
+
+  it('hands large host outputs over without a copy: each run\'s arrays stay its own and outlive the session', async () => {
+    // y = Expand(x, [2, 64, 1024]): 512 kB of fp32, above the size below which outputs are copied.
+    const g = new GraphBuilder('fp32');
+    g.output('y', g.op('Expand', [g.input('x', TensorDataType.FLOAT, [1]), g.ints([2, 64, 1024])]), TensorDataType.FLOAT, [2, 64, 1024]);
+    await writeOnnx(g, dir, 'expand', { producerVersion: '0' });
+    const s = await n.createSession(join(dir, 'expand.onnx'), { device: 'cpu', threads: 1 });
+    const run = async (x: number): Promise<Float32Array> =>
+      host((await s.run({ x: { type: 'float32', dims: [1], data: Float32Array.of(x) } })).y).data as Float32Array;
+    const first = await run(1.5);
+    const second = await run(2.5);
+    await s.release();
+    const third = await run(3.5).catch((e: unknown) => e);
+    expect(third).toMatchObject({ code: 'RUNTIME' });
+    expect(first.length).toBe(2 * 64 * 1024);
+    expect(first.every((v) => v === 1.5)).toBe(true);
+    expect(second.every((v) => v === 2.5)).toBe(true);
+    // Writable like any array, and independent of the other run's.
+    first[0] = 7;
+    expect(second[0]).toBe(2.5);
   });
 
   it('finishes runs already started when the session is released', async () => {

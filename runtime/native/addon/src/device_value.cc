@@ -72,7 +72,8 @@ Napi::Value DeviceValue::Download(const Napi::CallbackInfo& info) {
   } catch (const std::exception& e) {
     throw MakeError(env, "CUDA", e.what());
   }
-  return MakeHostTensor(env, type_.c_str(), type, dims_, host.data(), bytes);
+  void* data = host.data();
+  return AdoptHostTensor(env, type_.c_str(), type, dims_, std::make_unique<VectorBacking>(std::move(host)), data, bytes);
 }
 
 namespace {
@@ -155,7 +156,10 @@ Napi::Value DeviceValue::Read(const Napi::CallbackInfo& info) {
     } else {
       CopyCudaToHost2D(host.data(), width * es, src, pitch * es, width * es, rows, device_id_);
     }
-    return MakeHostTensor(env, type_.c_str(), type, {static_cast<int64_t>(rows), static_cast<int64_t>(width)}, host.data(), host.size());
+    void* data = host.data();
+    const size_t bytes = host.size();
+    return AdoptHostTensor(env, type_.c_str(), type, {static_cast<int64_t>(rows), static_cast<int64_t>(width)},
+                           std::make_unique<VectorBacking>(std::move(host)), data, bytes);
   });
 }
 

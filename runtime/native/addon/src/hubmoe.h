@@ -67,6 +67,25 @@ HostFeed ReadHostTensor(Napi::Env env, const std::string& name, Napi::Value v);
 // A JS host tensor { type, dims, data } holding a copy of a CPU-resident tensor's bytes.
 Napi::Object MakeHostTensor(Napi::Env env, const char* type_name, ONNXTensorElementDataType type,
                             const std::vector<int64_t>& dims, const void* data, size_t bytes);
+// What keeps an adopted host tensor's bytes alive: an ORT output value, or a host copy of a device value.
+struct HostBacking {
+  virtual ~HostBacking() = default;
+};
+struct OrtBacking : HostBacking {
+  explicit OrtBacking(Ort::Value v) : value(std::move(v)) {}
+  Ort::Value value;
+};
+struct VectorBacking : HostBacking {
+  explicit VectorBacking(std::vector<uint8_t> b) : bytes(std::move(b)) {}
+  std::vector<uint8_t> bytes;
+};
+// Outputs smaller than this are copied (an external buffer and its finalizer cost more than the copy).
+constexpr size_t kAdoptMinBytes = 64 * 1024;
+// The same without a copy: the TypedArray is over `data`, which `owner` keeps alive until the array is collected
+// (V8 is told of the external memory). Small tensors, or a runtime that refuses external buffers, get a copy.
+Napi::Object AdoptHostTensor(Napi::Env env, const char* type_name, ONNXTensorElementDataType type,
+                             const std::vector<int64_t>& dims, std::unique_ptr<HostBacking> owner, void* data,
+                             size_t bytes);
 Napi::Array DimsToJs(Napi::Env env, const std::vector<int64_t>& dims);
 
 // Errors handed to JS carry a `code`: 'ORT' (with `ortCode`), 'BAD_ARGUMENT', 'DISPOSED', 'RELEASED',

@@ -397,7 +397,9 @@ class RunWorker : public Napi::AsyncWorker {
         auto ts = v.GetTensorTypeAndShapeInfo();
         const ONNXTensorElementDataType type = ts.GetElementType();
         const size_t bytes = ts.GetElementCount() * ElementSize(type);
-        result.Set(name, MakeHostTensor(env, ElementTypeName(type), type, ts.GetShape(), v.GetTensorRawData(), bytes));
+        // The output's own memory becomes the JS array's (no copy of, say, a prefill's 512 MB of logits).
+        void* data = bytes ? v.GetTensorMutableRawData() : nullptr;
+        result.Set(name, AdoptHostTensor(env, ElementTypeName(type), type, ts.GetShape(), std::make_unique<OrtBacking>(std::move(v)), data, bytes));
       }
       deferred_.Resolve(result);
     } catch (const Napi::Error& e) {

@@ -1,4 +1,5 @@
 // Element types (onnxruntime-common's names) and host tensors ({ type, dims, data }).
+#include <cstdlib>
 #include <cstring>
 
 #include "hubmoe.h"
@@ -136,12 +137,10 @@ HostFeed ReadHostTensor(Napi::Env env, const std::string& name, Napi::Value v) {
   return feed;
 }
 
-Napi::Object MakeHostTensor(Napi::Env env, const char* type_name, ONNXTensorElementDataType type,
-                            const std::vector<int64_t>& dims, const void* data, size_t bytes) {
-  const TypeRow* row = Row(type);
-  if (!row || row->size == 0) throw ArgumentError(std::string("cannot return a tensor of element type ") + type_name);
-  Napi::ArrayBuffer buf = Napi::ArrayBuffer::New(env, bytes);
-  if (bytes) std::memcpy(buf.Data(), data, bytes);
+namespace {
+// { type, dims, data } with data a TypedArray of the row's kind over `buf`.
+Napi::Object HostTensorOver(Napi::Env env, const char* type_name, const TypeRow* row, const std::vector<int64_t>& dims,
+                            Napi::ArrayBuffer buf, size_t bytes) {
   const size_t n = bytes / row->size;
   Napi::Value arr;
   switch (row->js) {
@@ -162,6 +161,56 @@ Napi::Object MakeHostTensor(Napi::Env env, const char* type_name, ONNXTensorElem
   o.Set("dims", DimsToJs(env, dims));
   o.Set("data", arr);
   return o;
+}
+
+const TypeRow* RowFor(ONNXTensorElementDataType type, const char* type_name) {
+  const TypeRow* row = Row(type);
+  if (!row || row->size == 0) throw ArgumentError(std::string("cannot return a tensor of element type ") + type_name);
+  return row;
+}
+
+// What an adopted ArrayBuffer keeps alive, and its size for V8's external-memory accounting.
+struct Adopted {
+  std::unique_ptr<HostBacking> owner;
+  int64_t bytes;
+};
+}  // namespace
+
+Napi::Object MakeHostTensor(Napi::Env env, const char* type_name, ONNXTensorElementDataType type,
+                            const std::vector<int64_t>& dims, const void* data, size_t bytes) {
+  const TypeRow* row = RowFor(type, type_name);
+  Napi::ArrayBuffer buf = Napi::ArrayBuffer::New(env, bytes);
+  if (bytes) std::memcpy(buf.Data(), data, bytes);
+  return HostTensorOver(env, type_name, row, dims, buf, bytes);
+}
+
+Napi::Object AdoptHostTensor(Napi::Env env, const char* type_name, ONNXTensorElementDataType type,
+                             const std::vector<int64_t>& dims, std::unique_ptr<HostBacking> owner, void* data,
+                             size_t bytes) {
+  const TypeRow* row = RowFor(type, type_name);
+  // HUBMOE_NATIVE_COPY_OUTPUTS=1 copies every output (the behaviour before adoption; bench/host-outputs.mjs compares).
+  static const bool always_copy = [] {
+    const char* v = std::getenv("HUBMOE_NATIVE_COPY_OUTPUTS");
+    return v && *v && std::strcmp(v, "0") != 0;
+  }();
+  if (always_copy || bytes < kAdoptMinBytes || !data) return MakeHostTensor(env, type_name, type, dims, data, bytes);
+  auto* held = new Adopted{std::move(owner), static_cast<int64_t>(bytes)};
+  Napi::ArrayBuffer buf;
+  try {
+    buf = Napi::ArrayBuffer::New(
+        env, data, bytes,
+        [](Napi::Env e, void*, Adopted* h) {
+          Napi::MemoryManagement::AdjustExternalMemory(e, -h->bytes);
+          delete h;
+        },
+        held);
+  } catch (const Napi::Error&) {
+    // A runtime that refuses external buffers (napi_no_external_buffers_allowed): copy instead.
+    delete held;
+    return MakeHostTensor(env, type_name, type, dims, data, bytes);
+  }
+  Napi::MemoryManagement::AdjustExternalMemory(env, held->bytes);
+  return HostTensorOver(env, type_name, row, dims, buf, bytes);
 }
 
 }  // namespace hubmoe
