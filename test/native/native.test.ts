@@ -341,6 +341,16 @@ describe.skipIf(skipModel)('native sessions on the CPU', () => {
     expect(() => v.read(2, 2, 3, 2)).toThrow(/overrun/);
     expect(() => v.read(0, 3, 2)).toThrow(/at least width/);
     v.zero();
+    // A read of 64 kB or more hands its host buffer over instead of copying it: the same values, its own memory.
+    const big = session.allocate('float32', [3, 20000]);
+    big.write(Float32Array.from({ length: 60000 }, (_, i) => i));
+    const rows = big.read(10, 19000, 20000, 3);
+    expect(rows.dims).toEqual([3, 19000]);
+    const data = rows.data as Float32Array;
+    expect([data[0], data[18999], data[19000], data[2 * 19000 + 5]]).toEqual([10, 19009, 20010, 40015]);
+    big.zero();
+    expect(data[0]).toBe(10);
+    big.dispose();
     const ids64 = session.allocate('int64', [4]);
     ids64.write(BigInt64Array.of(7n, 8n), 2);
     expect(Array.from(ids64.download().data as BigInt64Array)).toEqual([0n, 0n, 7n, 8n]);
