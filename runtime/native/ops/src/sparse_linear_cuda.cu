@@ -11,6 +11,7 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstdlib>
 #include <mutex>
 #include <string>
@@ -270,17 +271,24 @@ int64_t tile_cols(const SparseLinearArgs& a) {
 int group_of(const SparseLinearArgs& a) { return a.S <= 1 ? 1 : a.S <= 2 ? 2 : kGroup; }
 
 
-// Largest cluster size the device schedules for cluster_kernel (16 needs the non-portable attribute; 0 when
-// clusters are unavailable).
+// Largest cluster size the current device schedules for cluster_kernel (16 needs the non-portable attribute, which is
+// set per device; 0 when clusters are unavailable). Worked out once per device.
 template <typename T, bool VEC, int NW>
 int max_cluster() {
-  static const int v = [] {
-    auto fn = cluster_kernel<T, VEC, NW>;
-    if (cudaFuncSetAttribute(fn, cudaFuncAttributeNonPortableClusterSizeAllowed, 1) != cudaSuccess) {
-      cudaGetLastError();
-      return 0;
-    }
-    for (int c = kMaxCluster; c >= 2; c /= 2) {
+  constexpr int kDevices = 64;
+  static std::atomic<int> known[kDevices] = {};  // the answer + 1; 0 until worked out
+  int dev = 0;
+  if (cudaGetDevice(&dev) != cudaSuccess || dev < 0 || dev >= kDevices) {
+    cudaGetLastError();
+    return 0;
+  }
+  if (const int k = known[dev].load(std::memory_order_acquire)) return k - 1;
+  auto fn = cluster_kernel<T, VEC, NW>;
+  int found = 0;
+  if (cudaFuncSetAttribute(fn, cudaFuncAttributeNonPortableClusterSizeAllowed, 1) != cudaSuccess) {
+    cudaGetLastError();
+  } else {
+    for (int c = kMaxCluster; c >= 2 && !found; c /= 2) {
       cudaLaunchConfig_t cfg = {};
       cfg.gridDim = dim3(1, c, 1);
       cfg.blockDim = dim3(32 * NW);
@@ -290,12 +298,12 @@ int max_cluster() {
       cfg.attrs = &attr;
       cfg.numAttrs = 1;
       int n = 0;
-      if (cudaOccupancyMaxActiveClusters(&n, fn, &cfg) == cudaSuccess && n > 0) return c;
-      cudaGetLastError();
+      if (cudaOccupancyMaxActiveClusters(&n, fn, &cfg) == cudaSuccess && n > 0) found = c;
+      else cudaGetLastError();
     }
-    return 0;
-  }();
-  return v;
+  }
+  known[dev].store(found + 1, std::memory_order_release);
+  return found;
 }
 
 int max_cluster_for(const SparseLinearArgs& a, int warps) {
