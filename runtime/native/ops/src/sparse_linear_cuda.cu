@@ -1,9 +1,10 @@
 // CUDA SparseLinear (see sparse_linear.h and ../README.md). Two paths:
-//  - sparse (few tokens): grid (column tiles, K chunks, token groups). A block of 4 warps prunes its K chunk for
-//    up to 4 tokens into shared memory, compacts (in order, so results are deterministic) the rows that any of
-//    them keeps, and each warp walks a quarter of that list, reading those weight rows as 16-byte vectors. The
-//    warps' sums are reduced in shared memory and written as fp32 partial sums per K chunk; a second launch adds
-//    the chunks and the bias and writes y. No host synchronisation, no atomics.
+//  - sparse (few tokens): grid (column tiles, K chunks, token groups). A block prunes its K chunk for up to 4
+//    tokens into shared memory, compacts (in order, so results are deterministic) the rows that any of them keeps,
+//    and its warps walk that list, reading those weight rows as 16-byte vectors; their sums meet in shared memory.
+//    One token (decode): the K chunks of a column tile are one thread-block cluster, which adds the chunks through
+//    distributed shared memory and writes y with the bias (one launch). Otherwise, or without clusters: fp32
+//    partial sums per K chunk, and a second launch adds the chunks and the bias. No host synchronisation, no atomics.
 //  - dense (many tokens): a masking kernel writes the pruned x in T, cuBLAS GemmEx (fp32 compute) writes y, and a
 //    bias kernel adds the bias (y rounded to T before and after, as MatMul then Add would).
 #include <cooperative_groups.h>
