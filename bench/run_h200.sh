@@ -25,6 +25,17 @@ out=${2:-/tmp/bench-out}
 mkdir -p "$out"
 work=${HUBMOE_BENCH_DIR:-/tmp/hubmoe-bench}
 mkdir -p "$work"
+# Fails early, naming what to remove, when $work has less than $1 GB free (the machine has 64 GB of disk: the full
+# period's checkpoint and its fused conversion take 53 GB, each 2-expert conversion 11 GB).
+need_gb() {
+  local free
+  free=$(df -BG --output=avail "$work" | tail -1 | tr -dc 0-9)
+  if [ "${free:-0}" -lt "$1" ]; then
+    echo "run_h200.sh $step: $1 GB of disk needed under $work, ${free} GB free; remove what this step does not use:" >&2
+    du -sh "$work"/* 2>/dev/null >&2 || true
+    exit 3
+  fi
+}
 setup() {
   source .devkit/setup.sh >/dev/null
   mkdir -p node_modules/@huggingface
@@ -35,12 +46,14 @@ setup() {
 }
 # The period (2 experts) converted to fused fp16, dense or with the SCAP thresholds for sparsity $1.
 scap_convert() {
-  [ -f "$work/period-x2/config.json" ] || python3 bench/jamba_period.py --out "$work/period-x2" --json "$out/period-x2.json" --experts 2 --skip-bench
+  [ -f "$work/period-x2/config.json" ] || { need_gb 12; python3 bench/jamba_period.py --out "$work/period-x2" --json "$out/period-x2.json" --experts 2 --skip-bench; }
   if [ -f "$work/scap-$1/hubmoe.json" ]; then
     :  # converted by an earlier call
   elif [ "$1" = dense ]; then
+    need_gb 12
     node bench/speed.mjs --convert "$work/period-x2" --out "$work/scap-$1" --target fused --dtype fp16
   else
+    need_gb 12
     node bench/scap-speed.mjs --checkpoint "$work/period-x2" --scap "${HUBMOE_SCAP_THRESHOLDS:-$out/scap-thresholds}/scap-$1.json" --out "$work/scap-$1"
   fi
 }
@@ -52,16 +65,18 @@ case "$step" in
     node bench/cuda-parity.mjs --target fused --backend native --json "$out/parity-fused.json" | tee "$out/parity-fused.md"
     ;;
   eager)
+    need_gb 28
     python3 bench/jamba_period.py --out "$work/jamba-period" --json "$out/eager.json"
     ;;
   fused)
     setup
-    [ -f "$work/fused/hubmoe.json" ] || node bench/speed.mjs --convert "$work/jamba-period" --out "$work/fused" --target fused --dtype fp16
+    [ -f "$work/fused/hubmoe.json" ] || { need_gb 28; node bench/speed.mjs --convert "$work/jamba-period" --out "$work/fused" --target fused --dtype fp16; }
     node bench/speed.mjs --model "$work/fused" --device cuda --backend native --label "hubmoe fused (native backend, static cache + CUDA graphs)" --json "$out/fused.json"
     node bench/speed.mjs --model "$work/fused" --device cuda --backend native --graph dynamic --label "hubmoe fused (native backend, dynamic graph)" --json "$out/fused-dynamic.json"
     ;;
   portable)
     setup
+    need_gb 28
     node bench/speed.mjs --convert "$work/jamba-period" --out "$work/portable" --target portable --dtype fp16
     node bench/speed.mjs --model "$work/portable" --device cuda --backend native --label "hubmoe portable (native backend, CUDA EP)" --json "$out/portable-native.json"
     node bench/speed.mjs --model "$work/portable" --device cuda --backend onnxruntime-node --label "hubmoe portable (onnxruntime-node, CUDA EP)" --json "$out/portable-ort.json"
@@ -70,7 +85,7 @@ case "$step" in
   blackmamba)
     setup
     repo=${HUBMOE_BLACKMAMBA_REPO:-.ref/BlackMamba}
-    [ -f "$work/blackmamba-2.8b/config.json" ] || python3 bench/blackmamba_2p8b.py --blackmamba-repo "$repo" --out "$work/blackmamba-2.8b" --json "$out/blackmamba-reference.json"
+    [ -f "$work/blackmamba-2.8b/config.json" ] || { need_gb 18; python3 bench/blackmamba_2p8b.py --blackmamba-repo "$repo" --out "$work/blackmamba-2.8b" --json "$out/blackmamba-reference.json"; }
     [ -f "$work/blackmamba-fused/hubmoe.json" ] || node bench/speed.mjs --convert "$work/blackmamba-2.8b" --out "$work/blackmamba-fused" --target fused --dtype fp16
     node bench/speed.mjs --model "$work/blackmamba-fused" --device cuda --backend native --label "hubmoe fused, BlackMamba-2.8B configuration (static cache + CUDA graphs)" --json "$out/blackmamba-fused.json"
     node bench/speed.mjs --model "$work/blackmamba-fused" --device cuda --backend native --graph dynamic --label "hubmoe fused, BlackMamba-2.8B configuration (dynamic graph)" --json "$out/blackmamba-fused-dynamic.json"
@@ -78,7 +93,7 @@ case "$step" in
     node bench/speed.mjs --model "$work/blackmamba-portable" --device cuda --backend native --label "hubmoe portable, BlackMamba-2.8B configuration (native backend, CUDA EP)" --json "$out/blackmamba-portable.json"
     ;;
   scap-period)
-    [ -f "$work/period-x2/config.json" ] || python3 bench/jamba_period.py --out "$work/period-x2" --json "$out/period-x2.json" --experts 2 --skip-bench
+    [ -f "$work/period-x2/config.json" ] || { need_gb 12; python3 bench/jamba_period.py --out "$work/period-x2" --json "$out/period-x2.json" --experts 2 --skip-bench; }
     python3 bench/scap_period.py --checkpoint "$work/period-x2" --sparsity 0.4,0.5 --out "$out/scap-thresholds"
     ;;
   scap-speed)
