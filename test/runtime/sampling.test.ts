@@ -55,6 +55,66 @@ describe('sampling', () => {
     expect(a).toEqual(b);
   });
 
+  it('draws as a full sort of the vocabulary would, with a fraction of the order computed', () => {
+    // The algorithm as first written (every candidate sorted, then top-k, softmax, top-p, the draw): the draws must
+    // be the same for the same random numbers.
+    const reference = (logits: Float32Array, vocabSize: number, o: Parameters<typeof pickToken>[3], rng: () => number): number => {
+      for (let i = vocabSize; i < logits.length; i++) logits[i] = -Infinity;
+      const temperature = o.temperature ?? 1;
+      let ids = Array.from({ length: Math.min(vocabSize, logits.length) }, (_, i) => i).filter((i) => logits[i]! > -Infinity);
+      ids.sort((a, b) => logits[b]! - logits[a]! || a - b);
+      if (o.topK && o.topK > 0 && o.topK < ids.length) {
+        const kth = logits[ids[o.topK - 1]!]!;
+        ids = ids.filter((i, r) => r < o.topK! || logits[i] === kth);
+      }
+      const max = logits[ids[0]!]! / temperature;
+      let probs = ids.map((i) => Math.exp(logits[i]! / temperature - max));
+      let sum = probs.reduce((a, b) => a + b, 0);
+      probs = probs.map((p) => p / sum);
+      if (o.topP !== undefined && o.topP < 1) {
+        let acc = 0;
+        let keep = 0;
+        while (keep < probs.length && acc < o.topP) acc += probs[keep++]!;
+        ids = ids.slice(0, Math.max(1, keep));
+        probs = probs.slice(0, Math.max(1, keep));
+        sum = probs.reduce((a, b) => a + b, 0);
+        probs = probs.map((p) => p / sum);
+      }
+      let r = rng();
+      for (let k = 0; k < ids.length; k++) {
+        r -= probs[k]!;
+        if (r < 0) return ids[k]!;
+      }
+      return ids[ids.length - 1]!;
+    };
+    const gen = makeRng(2024);
+    const V = 3000;
+    // Peaked and flat rows, with ties (values rounded to quarters), −∞ entries and padding past the vocabulary.
+    const rows = [0.5, 3, 12].map((spread) =>
+      Float32Array.from({ length: V + 8 }, (_, i) => (i % 97 === 5 ? -Infinity : Math.round((gen() - 0.5) * spread * 4) / 4)),
+    );
+    const options = [
+      { temperature: 1 },
+      { temperature: 0.7, topP: 0.9 },
+      { temperature: 1.3, topP: 0.3 },
+      { temperature: 1, topK: 40 },
+      { temperature: 0.5, topK: 1 },
+      { temperature: 1, topK: 7, topP: 0.8 },
+      { temperature: 2, topK: V + 100 },
+    ];
+    let draws = 0;
+    for (const row of rows)
+      for (const o of options)
+        for (let seed = 0; seed < 40; seed++) {
+          const want = reference(row.slice(), V, o, makeRng(seed));
+          expect(pickToken(row.slice(), V, [], o, makeRng(seed))).toBe(want);
+          draws++;
+        }
+    expect(draws).toBe(840);
+    // Every candidate −∞: the first id, as greedy decoding gives.
+    expect(pickToken(Float32Array.of(-Infinity, -Infinity), 2, [], { temperature: 1 }, makeRng(1))).toBe(0);
+  });
+
   it.each([{ temperature: -1 }, { topK: 1.5 }, { topP: 0 }, { topP: 1.5 }, { repetitionPenalty: 0 }])('rejects %j', (o) => {
     expect(() => validateSampling(o)).toThrow(HubmoeError);
   });
