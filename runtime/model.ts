@@ -11,10 +11,11 @@ import { HubmoeError } from '../src/errors.js';
 import type { ModelSpec } from '../src/schema/spec.js';
 import { loadSpec } from '../src/schema/load.js';
 import { Tensor, chooseBackend, createBackend, isDeviceValue } from './backend.js';
-import type { BackendName, Device, HostValue, InferenceBackend, Value } from './backend.js';
+import type { BackendName, Device, HostValue, InferenceBackend, SessionOptions, Value } from './backend.js';
 import { isSampling, makeRng, pickToken, validateSampling } from './sampling.js';
 import type { SamplingOptions } from './sampling.js';
 import { StaticCache, lastLogits, presentName } from './static.js';
+import { NllScorer } from './nll.js';
 import { loadTokenizer } from './tokenizer.js';
 import type { TextTokenizer } from './tokenizer.js';
 
@@ -211,7 +212,9 @@ export async function loadModel(dir: string, options: LoadOptions = {}): Promise
   const backend = await createBackend(useStatic ? staticPath : path, { ...sessionOptions, cudaGraph: graph });
   const tokenizer = await loadTokenizer(dir);
   const stat = useStatic ? new StaticCache(backend, { maxLength, vocab: spec.vocab.padded_size }) : undefined;
-  return new Model(dir, spec, backend, dtype, tokenizer, stat);
+  // perplexity()'s NLL graph runs on the same device and backend as the model.
+  const nllOptions: SessionOptions = { device, threads: options.threads, backend: backend.name, cudaOptions: options.cudaOptions };
+  return new Model(dir, spec, backend, dtype, tokenizer, stat, nllOptions);
 }
 
 class Model implements HubmoeModel {
@@ -226,6 +229,7 @@ class Model implements HubmoeModel {
     readonly dtype: 'fp32' | 'fp16',
     readonly tokenizer: TextTokenizer | undefined,
     private readonly staticCache?: StaticCache,
+    private readonly nllOptions?: SessionOptions,
   ) {
     this.cacheInputs = backend.inputNames.filter((n) => n !== 'input_ids' && n !== 'attention_mask' && n !== 'cache_position');
     this.cacheOutputs = this.cacheInputs.map(presentName);
@@ -331,19 +335,28 @@ class Model implements HubmoeModel {
   }
 
   async forward(ids: number[][], options: ForwardOptions = {}): Promise<Logits> {
-    this.checkIds(ids);
-    const B = ids.length;
-    const { ids: flat, mask, T } = this.pad(ids, options.attentionMask);
-    const out = this.staticCache
-      ? this.count(await this.staticCache.forward(flat, mask, B, T, this.scapOutputs))
-      : await this.run({
-          input_ids: new Tensor('int64', flat, [B, T]),
-          attention_mask: new Tensor('int64', mask, [B, T]),
-          ...this.emptyCaches(B),
-        });
+    const out = await this.forwardRun(ids, options.attentionMask, false);
     disposeAll(out);
     const logits = hostLogits(out);
     return { data: logits.data as Float32Array, dims: logits.dims as [number, number, number] };
+  }
+
+  /** A forward over whole rows; with `deviceLogits` (native backend) the logits stay a device value. */
+  private async forwardRun(ids: number[][], attentionMask: ForwardOptions['attentionMask'], deviceLogits: boolean): Promise<Record<string, Value>> {
+    this.checkIds(ids);
+    const B = ids.length;
+    const { ids: flat, mask, T } = this.pad(ids, attentionMask);
+    const device = deviceLogits && this.backend.name === 'native';
+    return this.staticCache
+      ? this.count(await this.staticCache.forward(flat, mask, B, T, this.scapOutputs, device))
+      : await this.run(
+          {
+            input_ids: new Tensor('int64', flat, [B, T]),
+            attention_mask: new Tensor('int64', mask, [B, T]),
+            ...this.emptyCaches(B),
+          },
+          device ? ['logits'] : [],
+        );
   }
 
   async generate(prompts: number[][], options: GenerateOptions = {}): Promise<GenerateResult> {
@@ -488,30 +501,63 @@ class Model implements HubmoeModel {
     if (!Number.isInteger(W) || W < 1) throw new HubmoeError('BAD_ARGUMENT', `window must be a positive integer (got ${W})`);
     const windows = Math.floor((ids.length - 1) / W);
     if (windows < 1) throw new HubmoeError('BAD_ARGUMENT', `perplexity needs more than ${W} tokens (got ${ids.length})`);
-    const V = this.spec.vocab.padded_size;
     let nll = 0;
     for (let w0 = 0; w0 < windows; w0 += batch) {
       const rows: number[][] = [];
       for (let w = w0; w < Math.min(windows, w0 + batch); w++) rows.push(ids.slice(w * W, (w + 1) * W));
-      const { data } = await this.forward(rows);
-      rows.forEach((_, r) => {
-        for (let t = 0; t < W; t++) {
-          const target = ids[(w0 + r) * W + t + 1]!;
-          const off = (r * W + t) * V;
-          let max = -Infinity;
-          for (let v = 0; v < V; v++) max = Math.max(max, data[off + v]!);
-          let sum = 0;
-          for (let v = 0; v < V; v++) sum += Math.exp(data[off + v]! - max);
-          nll += Math.log(sum) + max - data[off + target]!;
-        }
-      });
+      const targets = new BigInt64Array(rows.length * W);
+      for (let r = 0; r < rows.length; r++) for (let t = 0; t < W; t++) targets[r * W + t] = BigInt(ids[(w0 + r) * W + t + 1]!);
+      nll += await this.windowNll(rows, targets);
       options.onProgress?.(Math.min(windows, w0 + batch), windows);
     }
     const tokens = windows * W;
     return { perplexity: Math.exp(nll / tokens), nll: nll / tokens, tokens };
   }
 
+  private nll?: Promise<NllScorer | undefined>;
+
+  /** Σ −log p(target) over rows of windows: in ONNX Runtime beside the model (runtime/nll.ts), else in JavaScript. */
+  private async windowNll(rows: number[][], targets: BigInt64Array): Promise<number> {
+    const B = rows.length;
+    const W = rows[0]!.length;
+    // HUBMOE_NLL=js: always the JavaScript path (for comparisons, and a way around a device the graph fails on).
+    this.nll ??= this.nllOptions && process.env.HUBMOE_NLL !== 'js'
+      ? NllScorer.create(this.nllOptions).catch((err: unknown) => {
+          process.emitWarning(`hubmoe: perplexity falls back to JavaScript (the NLL graph did not load: ${(err as Error).message})`);
+          return undefined;
+        })
+      : Promise.resolve(undefined);
+    const scorer = await this.nll;
+    if (scorer) {
+      const out = await this.forwardRun(rows, undefined, true);
+      try {
+        return await scorer.sum(out.logits!, targets, B, W);
+      } catch (err) {
+        process.emitWarning(`hubmoe: perplexity falls back to JavaScript (the NLL graph failed: ${(err as Error).message})`);
+        this.nll = Promise.resolve(undefined);
+        await scorer.release().catch(() => {});
+      } finally {
+        disposeAll(out);
+      }
+    }
+    const { data } = await this.forward(rows);
+    const V = this.spec.vocab.padded_size;
+    let nll = 0;
+    for (let i = 0; i < B * W; i++) {
+      const off = i * V;
+      let max = -Infinity;
+      for (let v = 0; v < V; v++) max = Math.max(max, data[off + v]!);
+      let sum = 0;
+      for (let v = 0; v < V; v++) sum += Math.exp(data[off + v]! - max);
+      nll += Math.log(sum) + max - data[off + Number(targets[i]!)]!;
+    }
+    return nll;
+  }
+
   async dispose(): Promise<void> {
+    const scorer = await this.nll;
+    this.nll = undefined;
+    await scorer?.release();
     this.staticCache?.dispose();
     await this.backend.release();
   }

@@ -224,10 +224,10 @@ export class StaticCache {
   }
 
   /**
-   * A forward over whole rows from empty caches (no state kept): host logits [B, T, V] and `extra`
-   * outputs. `mask` is [B, T] row-major.
+   * A forward over whole rows from empty caches (no state kept): logits [B, T, V] (host, or with `deviceLogits` a
+   * device value on the native backend) and `extra` outputs (host). `mask` is [B, T] row-major.
    */
-  async forward(ids: BigInt64Array, mask: BigInt64Array, B: number, T: number, extra: readonly string[]): Promise<HostOutputs> {
+  async forward(ids: BigInt64Array, mask: BigInt64Array, B: number, T: number, extra: readonly string[], deviceLogits = false): Promise<HostOutputs> {
     const base = { input_ids: new Tensor('int64', ids, [B, T]), attention_mask: new Tensor('int64', mask, [B, T]), cache_position: slots(T) };
     if (!this.backend.allocate || !this.backend.runBound) {
       return this.backend.run({ ...base, ...this.hostCaches(B, T) });
@@ -235,7 +235,8 @@ export class StaticCache {
     const past: Record<string, DeviceValue> = {};
     try {
       for (const c of this.caches) past[c.input] = this.backend.allocate(c.type, this.dims(c, B, T));
-      return await this.backend.runBound({ ...base, ...past }, {}, ['logits', ...extra], this.graphs ? -1 : undefined);
+      const host = deviceLogits ? [...extra] : ['logits', ...extra];
+      return await this.backend.runBound({ ...base, ...past }, {}, host, this.graphs ? -1 : undefined, deviceLogits ? ['logits'] : []);
     } finally {
       for (const v of Object.values(past)) v.dispose();
     }
