@@ -13,6 +13,7 @@
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { HubmoeError } from '../src/errors.js';
 import { writeOnnx } from '../src/onnx/export.js';
 import { GraphBuilder } from '../src/onnx/graph.js';
 import { TensorDataType } from '../src/onnx/proto.js';
@@ -50,7 +51,7 @@ export class NllScorer {
   async sum(logits: Value, targets: BigInt64Array, B: number, T: number): Promise<number> {
     const out = await this.backend.run({ logits, targets: new Tensor('int64', targets, [B, T]) });
     const nll = out.nll;
-    if (!nll || isDeviceValue(nll)) throw new Error('the NLL graph returned no host output');
+    if (!nll || isDeviceValue(nll)) throw new HubmoeError('RUNTIME', 'the NLL graph returned no host output');
     let total = 0;
     for (const v of nll.data as Float32Array) total += v;
     return total;
