@@ -9,6 +9,7 @@
 #   bash bench/run_h200.sh fused OUT    # convert it (--target fused --dtype fp16) and time hubmoe fused (native backend), with
 #                                       # the static-cache graph and CUDA graphs (the default) and with the dynamic graph
 #   bash bench/run_h200.sh portable OUT # convert it (--target portable) and time it on the CUDA EP, via onnxruntime-node and via the native backend
+#   bash bench/run_h200.sh perplexity OUT       # perplexity() on the converted period (fused step first): NLL graph on the GPU vs JavaScript
 #   bash bench/run_h200.sh blackmamba OUT       # BlackMamba-2.8B's configuration (random bf16 weights): Zyphra's reference code
 #                                               # (eager), then hubmoe fused (CUDA graphs, dynamic graph) and portable (native backend);
 #                                               # needs a work tree of Zyphra/BlackMamba at .ref/BlackMamba (or $HUBMOE_BLACKMAMBA_REPO):
@@ -81,6 +82,10 @@ case "$step" in
     node bench/speed.mjs --model "$work/portable" --device cuda --backend native --label "hubmoe portable (native backend, CUDA EP)" --json "$out/portable-native.json"
     node bench/speed.mjs --model "$work/portable" --device cuda --backend onnxruntime-node --label "hubmoe portable (onnxruntime-node, CUDA EP)" --json "$out/portable-ort.json"
     rm -rf "$work/portable"
+    ;;
+  perplexity)
+    setup
+    node bench/perplexity.mjs --model "$work/fused" --device cuda --tokens 8193 --window 2048 --json "$out/perplexity.json" | tee "$out/perplexity.md"
     ;;
   blackmamba)
     setup
