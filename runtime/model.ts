@@ -16,7 +16,7 @@ import { isSampling, makeRng, pickToken, validateSampling } from './sampling.js'
 import type { SamplingOptions } from './sampling.js';
 import { StaticCache, lastLogits, presentName } from './static.js';
 import { NllScorer } from './nll.js';
-import { loadTokenizer } from './tokenizer.js';
+import { IncrementalDecoder, loadTokenizer } from './tokenizer.js';
 import type { TextTokenizer } from './tokenizer.js';
 
 export interface LoadOptions {
@@ -462,6 +462,7 @@ class Model implements HubmoeModel {
     const stopped = texts.map(() => false);
     const stop = (options.stop ?? []).filter((s) => s.length > 0);
     const generated: number[][] = texts.map(() => []);
+    const decoders = texts.map(() => new IncrementalDecoder(tok));
     const cut = (text: string): { text: string; hit: boolean } => {
       let at = -1;
       for (const s of stop) {
@@ -475,10 +476,10 @@ class Model implements HubmoeModel {
       onToken: ({ row, token }) => {
         if (stopped[row]) return;
         generated[row]!.push(token);
-        const full = cut(tok.decode(generated[row]!));
-        // Hold back a possible partial stop string and an incomplete UTF-8 sequence.
+        // The decoder releases no incomplete UTF-8 sequence; hold back a possible partial stop string too.
+        const full = cut(decoders[row]!.push(token));
         const hold = full.hit ? 0 : Math.max(0, ...stop.map((s) => s.length - 1));
-        const safe = full.text.endsWith('\uFFFD') ? full.text.slice(0, -1) : full.text;
+        const safe = full.text;
         const upto = Math.max(emitted[row]!.length, safe.length - hold);
         if (upto > emitted[row]!.length) {
           options.onText?.(row, safe.slice(emitted[row]!.length, upto));

@@ -17,7 +17,38 @@ class HfTokenizer implements TextTokenizer {
   }
 
   decode(ids: readonly number[], skipSpecialTokens = true): string {
-    return this.tok.decode([...ids], { skip_special_tokens: skipSpecialTokens });
+    // @huggingface/tokenizers refuses an empty list; its text is empty.
+    return ids.length ? this.tok.decode([...ids], { skip_special_tokens: skipSpecialTokens }) : '';
+  }
+}
+
+/**
+ * The text of a growing token sequence, decoding only the last few tokens at each step (the offsets vLLM's
+ * detokenizer keeps): the new text is decode(window + new tokens) minus decode(window), where the window is the
+ * previous step's tokens, so decoders that look at neighbouring tokens (a stripped leading space, byte fallback)
+ * see the same context as in a whole decode. Text is released only once it does not end in an incomplete
+ * UTF-8 sequence (U+FFFD). Decoding the whole sequence at every token made streaming quadratic in its length.
+ */
+export class IncrementalDecoder {
+  private readonly ids: number[] = [];
+  private prefix = 0;
+  private read = 0;
+  /** The text released so far. */
+  text = '';
+
+  constructor(private readonly tok: TextTokenizer) {}
+
+  /** Adds a token; returns the text released so far. */
+  push(id: number): string {
+    this.ids.push(id);
+    const before = this.tok.decode(this.ids.slice(this.prefix, this.read));
+    const after = this.tok.decode(this.ids.slice(this.prefix));
+    if (after.length > before.length && after.startsWith(before) && !after.endsWith('\uFFFD')) {
+      this.text += after.slice(before.length);
+      this.prefix = this.read;
+      this.read = this.ids.length;
+    }
+    return this.text;
   }
 }
 
