@@ -420,7 +420,7 @@ class Model implements HubmoeModel {
       }
       return { tokens, finishReasons: reasons, ...(options.outputLogits ? { logits: stepLogits } : {}) };
     }
-    let mask = Array.from(prefillMask, (v) => Number(v));
+    let mask = prefillMask;
     let total = T;
     // The native backend leaves the prefill's logits on the device: only the last position's are copied.
     let out = await this.run(
@@ -434,14 +434,18 @@ class Model implements HubmoeModel {
     try {
       let next = chooseNext(lastLogits(out, B, T, V), 1, 0, 0);
       for (let step = 1; step < maxNew && !done.every(Boolean); step++) {
-        const grown: number[] = [];
-        for (let r = 0; r < B; r++) grown.push(...mask.slice(r * total, (r + 1) * total), 1);
+        // Each row's mask grows by one attended position (a copy per row, no per-element conversion).
+        const grown = new BigInt64Array(B * (total + 1));
+        for (let r = 0; r < B; r++) {
+          grown.set(mask.subarray(r * total, (r + 1) * total), r * (total + 1));
+          grown[r * (total + 1) + total] = 1n;
+        }
         mask = grown;
         total += 1;
         const previous = out;
         out = await this.run({
           input_ids: new Tensor('int64', BigInt64Array.from(next, (t) => BigInt(t)), [B, 1]),
-          attention_mask: new Tensor('int64', BigInt64Array.from(mask, (v) => BigInt(v)), [B, total]),
+          attention_mask: new Tensor('int64', mask, [B, total]),
           ...this.nextCaches(previous),
         });
         disposeAll(previous);
