@@ -1,47 +1,20 @@
 #!/usr/bin/env node
 /**
  * Time per sampled token of the host-side sampler (runtime/sampling.ts pickToken) against a full sort of the
- * vocabulary (the algorithm it replaced, restated below), side by side on the same rows: a 65536-token vocabulary,
+ * vocabulary (the algorithm it replaced: sampleBySorting, the same file's reference), side by side on the same rows: a 65536-token vocabulary,
  * rows of random logits with a standard deviation of 2 (flat-ish) and 6 (peaked), several option sets.
  *
  *   npm run build && node bench/sampling.mjs [--vocab 65536] [--tokens 40] [--json FILE]
  */
 import { writeFile } from 'node:fs/promises';
 import { parseArgs } from 'node:util';
-import { makeRng, pickToken } from '../dist/runtime/sampling.js';
+import { makeRng, pickToken, sampleBySorting } from '../dist/runtime/sampling.js';
+
+const fullSort = (logits, o, rng) => sampleBySorting(logits, logits.length, o, rng);
 
 const { values } = parseArgs({ options: { vocab: { type: 'string', default: '65536' }, tokens: { type: 'string', default: '40' }, json: { type: 'string' } } });
 const V = Number(values.vocab);
 const N = Number(values.tokens);
-
-function fullSort(logits, o, rng) {
-  const temperature = o.temperature ?? 1;
-  let ids = Array.from({ length: logits.length }, (_, i) => i).filter((i) => logits[i] > -Infinity);
-  ids.sort((a, b) => logits[b] - logits[a] || a - b);
-  if (o.topK && o.topK > 0 && o.topK < ids.length) {
-    const kth = logits[ids[o.topK - 1]];
-    ids = ids.filter((i, r) => r < o.topK || logits[i] === kth);
-  }
-  const max = logits[ids[0]] / temperature;
-  let probs = ids.map((i) => Math.exp(logits[i] / temperature - max));
-  let sum = probs.reduce((a, b) => a + b, 0);
-  probs = probs.map((p) => p / sum);
-  if (o.topP !== undefined && o.topP < 1) {
-    let acc = 0;
-    let keep = 0;
-    while (keep < probs.length && acc < o.topP) acc += probs[keep++];
-    ids = ids.slice(0, Math.max(1, keep));
-    probs = probs.slice(0, Math.max(1, keep));
-    sum = probs.reduce((a, b) => a + b, 0);
-    probs = probs.map((p) => p / sum);
-  }
-  let r = rng();
-  for (let k = 0; k < ids.length; k++) {
-    r -= probs[k];
-    if (r < 0) return ids[k];
-  }
-  return ids[ids.length - 1];
-}
 
 // Normal(0, sd) logits from a seeded generator (Box–Muller).
 function row(sd, seed) {

@@ -206,6 +206,41 @@ function kthLargest(logits: Float32Array, ids: Int32Array, k: number): number {
   return h[0]!;
 }
 
+/**
+ * The sampler's definition, computed the plain way: every candidate (logit above −∞ among the first n) sorted, top-k
+ * with ties, softmax at the temperature, top-p, the draw. pickToken gives the same draws for the same random numbers
+ * without sorting everything; this is the reference its test and bench/sampling.mjs compare it with.
+ */
+export function sampleBySorting(logits: Float32Array, n: number, o: SamplingOptions, rng: () => number): number {
+  const temperature = o.temperature ?? 1;
+  let ids = Array.from({ length: Math.min(n, logits.length) }, (_, i) => i).filter((i) => logits[i]! > -Infinity);
+  if (ids.length === 0) return argmax(logits, n);
+  ids.sort((a, b) => logits[b]! - logits[a]! || a - b);
+  if (o.topK && o.topK > 0 && o.topK < ids.length) {
+    const kth = logits[ids[o.topK - 1]!]!;
+    ids = ids.filter((i, r) => r < o.topK! || logits[i] === kth);
+  }
+  const max = logits[ids[0]!]! / temperature;
+  let probs = ids.map((i) => Math.exp(logits[i]! / temperature - max));
+  let sum = probs.reduce((a, b) => a + b, 0);
+  probs = probs.map((p) => p / sum);
+  if (o.topP !== undefined && o.topP < 1) {
+    let acc = 0;
+    let keep = 0;
+    while (keep < probs.length && acc < o.topP) acc += probs[keep++]!;
+    ids = ids.slice(0, Math.max(1, keep));
+    probs = probs.slice(0, Math.max(1, keep));
+    sum = probs.reduce((a, b) => a + b, 0);
+    probs = probs.map((p) => p / sum);
+  }
+  let r = rng();
+  for (let k = 0; k < ids.length; k++) {
+    r -= probs[k]!;
+    if (r < 0) return ids[k]!;
+  }
+  return ids[ids.length - 1]!;
+}
+
 export function argmax(v: Float32Array | number[], end = v.length): number {
   let best = 0;
   let bestV = -Infinity;
