@@ -142,7 +142,8 @@ def main():
     spec = dict(config=config, routing_mode='sinkhorn', activation='gelu', dtype='bfloat16')
     t0 = time.time()
     bw = copy_bandwidth(device)
-    model = mb.build_direct(mods, spec, device)
+    # Zyphra's MambaModel makes some modules (the embedding) on the CPU whatever MambaConfig.device says.
+    model = mb.build_direct(mods, spec, device).to(device)
     init_(model, args.seed, device)
     if device.type == 'cuda':
         model = model.to(torch.bfloat16)
