@@ -16,7 +16,7 @@
  * and its KV caches are [batch_size, kv_heads, max_length, head_dim] in and out.
  */
 import type { CanonicalTensors } from '../schema/canonical.js';
-import type { ModelSpec } from '../schema/spec.js';
+import type { ModelSpec, NormSpec } from '../schema/spec.js';
 import { GraphBuilder, HUBMOE_DOMAIN, MS_DOMAIN } from './graph.js';
 import type { FloatDType } from './graph.js';
 import { HubmoeError } from '../errors.js';
@@ -28,7 +28,7 @@ import type { ScapLowering } from './lower/scap.js';
 import { lowerMamba } from './lower/mamba.js';
 import { lowerMlp } from './lower/mlp.js';
 import { lowerMoe } from './lower/moe.js';
-import { lowerNorm } from './lower/norm.js';
+import { lowerNorm, lowerSkipNorm } from './lower/norm.js';
 
 const F32_MIN = -3.4028234663852886e38;
 
@@ -156,10 +156,23 @@ export function buildGraph(spec: ModelSpec, tensors: CanonicalTensors, opts: Bui
   }
 
   let h = ids ? g.scope('embed', () => g.op('Gather', [weight(ctx, 'embed.weight'), ids], { axis: 0 })) : hiddenIn!;
+  // The residual stream is h + pending: the last block's output is added where the next norm reads it, so that
+  // the fused target does the add and the norm in one node (lowerSkipNorm).
+  let pending: string | undefined;
+  const normed = (prefix: string, norm: NormSpec): string => {
+    const skip = pending === undefined ? undefined : lowerSkipNorm(ctx, h, pending, prefix, norm);
+    if (skip) {
+      h = skip.sum;
+    } else if (pending !== undefined) {
+      h = g.op('Add', [h, pending]);
+    }
+    pending = undefined;
+    return skip ? skip.n : lowerNorm(ctx, h, prefix, norm);
+  };
   spec.blocks.forEach((block, j) => {
     if (!inRange(j)) return;
     g.scope(`blocks.${j}`, () => {
-      const n = lowerNorm(ctx, h, `blocks.${j}.norm`, block.norm);
+      const n = normed(`blocks.${j}.norm`, block.norm);
       const op = block.op;
       let y: string;
       switch (op.kind) {
@@ -185,16 +198,17 @@ export function buildGraph(spec: ModelSpec, tensors: CanonicalTensors, opts: Bui
           y = lowerMoe(ctx, n, j, op);
           break;
       }
-      h = g.op('Add', [h, y]);
+      pending = y;
     });
   });
 
   if (opts.range) {
+    if (pending !== undefined) h = g.op('Add', [h, pending]);
     g.output('hidden_out', h, F, ['batch_size', 'sequence_length', spec.hidden]);
     return g;
   }
   let logits = g.scope('head', () => {
-    const n = lowerNorm(ctx, h, 'final_norm', spec.final_norm);
+    const n = normed('final_norm', spec.final_norm);
     let out: string;
     if (spec.tie_embeddings && st) {
       // FusedMatMul with transB reads the embedding matrix in place without flattening (whose shape

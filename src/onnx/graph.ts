@@ -86,12 +86,18 @@ export class GraphBuilder {
   node(
     opType: string,
     inputs: string[],
-    opts: { attrs?: Record<string, AttributeValue | undefined> | Attribute[]; outputs?: number | string[]; domain?: string } = {},
+    opts: {
+      attrs?: Record<string, AttributeValue | undefined> | Attribute[];
+      outputs?: number | string[];
+      domain?: string;
+      /** Indexes of optional outputs left absent (named '' in the node, so the op does not compute them). */
+      absent?: number[];
+    } = {},
   ): string[] {
     const name = this.fresh(opType);
     const outs = Array.isArray(opts.outputs)
       ? opts.outputs
-      : Array.from({ length: opts.outputs ?? 1 }, (_, i) => `${name}/out${i}`);
+      : Array.from({ length: opts.outputs ?? 1 }, (_, i) => (opts.absent?.includes(i) ? '' : `${name}/out${i}`));
     let attributes: Attribute[] = [];
     if (Array.isArray(opts.attrs)) attributes = opts.attrs;
     else if (opts.attrs) {

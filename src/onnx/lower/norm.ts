@@ -1,5 +1,6 @@
 /** Lowering of the schema's norms: RMSNorm and LayerNorm over the last axis, computed in fp32. */
 import type { NormSpec } from '../../schema/spec.js';
+import { MS_DOMAIN } from '../graph.js';
 import { TensorDataType } from '../proto.js';
 import { has, weight } from './context.js';
 import type { LowerContext } from './context.js';
@@ -16,4 +17,23 @@ export function lowerNorm(ctx: LowerContext, x: string, prefix: string, norm: No
     return g.op('LayerNormalization', [x, scale, bias], { axis: -1, epsilon: { float: norm.eps }, stash_type: 1 });
   }
   return g.op('LayerNormalization', [x, scale, bias], { axis: -1, epsilon: { float: norm.eps } });
+}
+
+/**
+ * The residual add of the previous block followed by this block's norm, `sum = x + skip; n = norm(sum)`, as one
+ * com.microsoft SkipSimplifiedLayerNormalization node on the fused target (one kernel instead of ONNX Runtime's
+ * Add and its one-block-per-row RMSNorm, which at one decode token are two launches of a few microseconds each
+ * per block). Undefined where the separate Add and norm are kept: the portable target (transformers.js has no such
+ * op in every backend) and LayerNorms.
+ */
+export function lowerSkipNorm(ctx: LowerContext, x: string, skip: string, prefix: string, norm: NormSpec): { n: string; sum: string } | undefined {
+  if (ctx.target !== 'fused' || norm.kind !== 'rms') return undefined;
+  const { g } = ctx;
+  const [n, , , sum] = g.node('SkipSimplifiedLayerNormalization', [x, skip, weight(ctx, `${prefix}.weight`)], {
+    attrs: { epsilon: { float: norm.eps } },
+    outputs: 4,
+    absent: [1, 2],
+    domain: MS_DOMAIN,
+  });
+  return { n: n!, sum: sum! };
 }

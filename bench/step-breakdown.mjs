@@ -1,0 +1,115 @@
+#!/usr/bin/env node
+/**
+ * Where the wall time of a greedy decode step goes on the static-cache graph (native backend): the host writes of
+ * the step's inputs (token ids, mask column, position), the run (queueing it, ONNX Runtime's Run with the CUDA
+ * graph's replay and its synchronisation, the return to JavaScript), reading the step's token back, and the rest
+ * (JavaScript between steps). Compare the run's share with the kernels' own time from Nsight Compute
+ * (bench/kernel-profile.mjs) to split it into GPU work and launch/host overhead.
+ *
+ *   npm run build && node bench/step-breakdown.mjs --model DIR [--batch 1] [--steps 64] [--prompt 64] [--rounds 3] [--graph static|cuda-graph] [--json FILE]
+ *
+ * Timing wraps the backend's runBound and the device values' write/download/read methods in place (this script
+ * only); the step wall time is the gap between consecutive onToken calls, as in bench/decode-ab.mjs.
+ */
+import { writeFile } from 'node:fs/promises';
+import { parseArgs } from 'node:util';
+import { graphChoice, loadModel } from '../dist/runtime/model.js';
+
+const { values } = parseArgs({
+  options: {
+    model: { type: 'string' },
+    device: { type: 'string', default: 'cuda' },
+    batch: { type: 'string', default: '1' },
+    steps: { type: 'string', default: '64' },
+    prompt: { type: 'string', default: '64' },
+    rounds: { type: 'string', default: '3' },
+    graph: { type: 'string' },
+    json: { type: 'string' },
+  },
+});
+if (!values.model) {
+  console.error('usage: node bench/step-breakdown.mjs --model DIR [--batch 1] [--steps 64] [--prompt 64] [--rounds 3] [--graph static|cuda-graph] [--json FILE]');
+  process.exit(2);
+}
+const model = await loadModel(values.model, { device: values.device, ...graphChoice(values.graph) });
+const backend = model.backend;
+if (!backend || typeof backend.runBound !== 'function' || typeof backend.allocate !== 'function') {
+  console.error('step-breakdown needs the native backend (static-cache graph with device values)');
+  process.exit(2);
+}
+const spent = { write: 0, run: 0, read: 0 };
+let timing = false;
+const wrap = (obj, name, bucket) => {
+  const orig = obj[name];
+  const timed = function (...args) {
+    if (!timing) return orig.apply(this, args);
+    const t = performance.now();
+    const r = orig.apply(this, args);
+    if (r && typeof r.then === 'function') {
+      return r.finally(() => {
+        spent[bucket] += performance.now() - t;
+      });
+    }
+    spent[bucket] += performance.now() - t;
+    return r;
+  };
+  // The addon's methods are read-only on its class: shadow them on the object.
+  Object.defineProperty(obj, name, { value: timed, configurable: true, writable: true });
+};
+wrap(backend, 'runBound', 'run');
+// Device values (the step's input buffers among them) are made by allocate: wrap each one's methods.
+const allocate = backend.allocate;
+backend.allocate = function (...args) {
+  const v = allocate.apply(this, args);
+  wrap(v, 'write', 'write');
+  wrap(v, 'download', 'read');
+  wrap(v, 'read', 'read');
+  return v;
+};
+
+const B = Number(values.batch);
+const steps = Number(values.steps);
+const P = Number(values.prompt);
+const V = model.spec.vocab.size;
+let seed = 7;
+const rand = () => {
+  seed = (Math.imul(seed, 1664525) + 1013904223) >>> 0;
+  return 3 + (seed % (V - 3));
+};
+const median = (a) => [...a].sort((x, y) => x - y)[Math.floor(a.length / 2)];
+const rows = { step: [], write: [], run: [], read: [] };
+async function round(record) {
+  const prompts = Array.from({ length: B }, () => Array.from({ length: P }, rand));
+  let last;
+  let n = 0;
+  await model.generate(prompts, {
+    maxNewTokens: steps + 1,
+    ignoreEos: true,
+    onToken: () => {
+      const now = performance.now();
+      // The first onToken follows the prefill; each later one closes a decode step.
+      if (record && n > 0) {
+        rows.step.push(now - last);
+        rows.write.push(spent.write);
+        rows.run.push(spent.run);
+        rows.read.push(spent.read);
+      }
+      spent.write = spent.run = spent.read = 0;
+      timing = true;
+      n++;
+      last = performance.now();
+    },
+  });
+  timing = false;
+}
+await round(false); // warm-up: captures the CUDA graphs
+for (let r = 0; r < Number(values.rounds); r++) await round(true);
+const m = Object.fromEntries(Object.entries(rows).map(([k, v]) => [k, median(v)]));
+const other = m.step - m.write - m.run - m.read;
+const result = { model: values.model, batch: B, steps: rows.step.length, graph: model.graph, msPerStep: m.step, ms: { write: m.write, run: m.run, read: m.read, other } };
+console.log(`| ${values.model}, batch ${B} (${model.graph}) | median ms | share |\n| --- | --- | --- |`);
+for (const [k, v] of [['step (wall)', m.step], ['writes of the step inputs', m.write], ['run (queue, ORT Run + replay + sync, return)', m.run], ['reading the token(s) / logits', m.read], ['the rest (JavaScript between steps)', other]]) {
+  console.log(`| ${k} | ${v.toFixed(3)} | ${((100 * v) / m.step).toFixed(1)} % |`);
+}
+if (values.json) await writeFile(values.json, JSON.stringify(result, null, 2));
+await model.dispose();
