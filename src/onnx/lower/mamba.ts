@@ -12,7 +12,7 @@
  *   y     = (y + D·u) · silu(z);  out = out_proj(y)
  *
  * The fused target replaces softplus, the scan, D·u and the gate by one ai.hubmoe SelectiveScan op
- * (fp32 state whatever the model dtype).
+ * (fp32 state whatever the model dtype), and Jamba's split and three norms by one ai.hubmoe SplitRMSNorm.
  *
  * The padding mask is applied to u after in_proj (not to the mixer input), so padded positions feed
  * zeros to the convolution exactly like an empty conv state, and a padded row equals the row alone.
@@ -55,12 +55,24 @@ export function lowerMamba(ctx: LowerContext, x: string, j: number, op: MambaOp,
   }) as [string, string];
   const u = g.op('Mul', [g.op('Transpose', [conv], { perm: [0, 2, 1] }), ctx.maskCur]);
   const xdbl = linear(ctx, u, `${p}.x_proj`);
-  let [dt, B, C] = g.node('Split', [xdbl, g.ints([R, N, N])], { attrs: { axis: -1 }, outputs: 3 }) as [string, string, string];
-  if (op.inner_norms) {
-    const rms = { kind: 'rms' as const, eps: op.eps, bias: false };
-    dt = lowerNorm(ctx, dt, `${p}.dt_norm`, rms);
-    B = lowerNorm(ctx, B, `${p}.b_norm`, rms);
-    C = lowerNorm(ctx, C, `${p}.c_norm`, rms);
+  let dt: string, B: string, C: string;
+  if (op.inner_norms && ctx.target === 'fused') {
+    // Jamba's dt/B/C RMSNorms: one ai.hubmoe SplitRMSNorm instead of a Split and three norm nodes (four launches of
+    // a few microseconds each per layer at one decode token).
+    const w = (n: string): string => weight(ctx, `${p}.${n}.weight`);
+    [dt, B, C] = g.node('SplitRMSNorm', [xdbl, w('dt_norm'), w('b_norm'), w('c_norm')], {
+      attrs: { epsilon: { float: op.eps } },
+      outputs: 3,
+      domain: HUBMOE_DOMAIN,
+    }) as [string, string, string];
+  } else {
+    [dt, B, C] = g.node('Split', [xdbl, g.ints([R, N, N])], { attrs: { axis: -1 }, outputs: 3 }) as [string, string, string];
+    if (op.inner_norms) {
+      const rms = { kind: 'rms' as const, eps: op.eps, bias: false };
+      dt = lowerNorm(ctx, dt, `${p}.dt_norm`, rms);
+      B = lowerNorm(ctx, B, `${p}.b_norm`, rms);
+      C = lowerNorm(ctx, C, `${p}.c_norm`, rms);
+    }
   }
   if (ctx.target === 'fused') {
     // ai.hubmoe SelectiveScan: softplus(dt + dt_bias), the scan with an fp32 state, D·u and the SiLU(z) gate in one op.

@@ -16,6 +16,7 @@
 #include "next_token.h"
 #include "selective_scan.h"
 #include "sparse_linear.h"
+#include "split_rms_norm.h"
 #ifdef HUBMOE_WITH_CUDA
 #include "cuda_ops.h"
 #endif
@@ -564,6 +565,81 @@ struct NextTokenOp : Ort::CustomOpBase<NextTokenOp, NextTokenKernel, true> {
   ONNXTensorElementDataType GetOutputType(size_t) const { return ONNX_TENSOR_ELEMENT_DATA_TYPE_INT64; }
 };
 
+// ─── SplitRMSNorm ──────────────────────────────────────────────────────────────────────────────────────────────
+
+struct SplitRmsNormKernel {
+  Ep ep;
+  float eps;
+  SplitRmsNormKernel(const OrtKernelInfo* info, Ep e) : ep(e), eps(attr_float(info, "epsilon", 1e-6f, false, "SplitRMSNorm")) {
+    if (!(eps >= 0.f)) throw OpError("SplitRMSNorm: attribute 'epsilon' must be non-negative, got " + std::to_string(eps));
+  }
+
+  OrtStatusPtr ComputeV2(OrtKernelContext* ctx) noexcept {
+    return guarded("SplitRMSNorm", [&] {
+      TensorIn x = input(ctx, 0);
+      TensorIn w[kSplitRmsMaxGroups];
+      int G = 0;
+      for (int g = 0; g < kSplitRmsMaxGroups; ++g) {
+        w[g] = input(ctx, 1 + g);
+        if (!w[g].present()) break;
+        expect_type(w[g], "SplitRMSNorm", g == 0 ? "w0" : g == 1 ? "w1" : "w2", x.type);
+        ++G;
+      }
+      for (int g = G + 1; g < kSplitRmsMaxGroups; ++g)
+        if (input(ctx, 1 + g).present()) throw OpError("SplitRMSNorm: weight " + std::to_string(g) + " is given but weight " + std::to_string(G) + " is not");
+      size_t n_out = 0;
+      check(api().KernelContext_GetOutputCount(ctx, &n_out));
+      if (static_cast<int>(n_out) != G)
+        throw OpError("SplitRMSNorm: " + std::to_string(G) + " weight(s) but " + std::to_string(n_out) + " output(s); one output per weight");
+      SplitRmsNormArgs a;
+      const int64_t* wd[kSplitRmsMaxGroups] = {};
+      int wr[kSplitRmsMaxGroups] = {};
+      for (int g = 0; g < G; ++g) wd[g] = w[g].dims.data(), wr[g] = w[g].rank();
+      split_rms_norm_check(x.dims.data(), x.rank(), G, wd, wr, a);
+      a.dtype = dtype_of(x.type, "SplitRMSNorm");
+      a.eps = eps;
+      a.x = x.data;
+      for (int g = 0; g < G; ++g) {
+        std::vector<int64_t> dims = x.dims;
+        dims.back() = a.len[g];
+        a.w[g] = w[g].data;
+        a.y[g] = output(ctx, g, dims);
+      }
+      if (a.rows == 0) return;
+      if (ep == Ep::cpu) {
+        split_rms_norm_cpu(a);
+      } else {
+#ifdef HUBMOE_WITH_CUDA
+        void* stream = nullptr;
+        check(api().KernelContext_GetGPUComputeStream(ctx, &stream));
+        cuda::split_rms_norm(a, stream);
+#endif
+      }
+    });
+  }
+};
+
+struct SplitRmsNormOp : Ort::CustomOpBase<SplitRmsNormOp, SplitRmsNormKernel, true> {
+  Ep ep_;
+  ONNXTensorElementDataType t_;
+  SplitRmsNormOp(Ep ep, ONNXTensorElementDataType t) : ep_(ep), t_(t) {}
+  OrtStatusPtr CreateKernelV2(const OrtApi&, const OrtKernelInfo* info, void** kernel) const {
+    return guarded("SplitRMSNorm", [&] { *kernel = new SplitRmsNormKernel(info, ep_); });
+  }
+  const char* GetName() const { return "SplitRMSNorm"; }
+  const char* GetExecutionProviderType() const { return ep_name(ep_); }
+  size_t GetInputTypeCount() const { return 1 + kSplitRmsMaxGroups; }
+  ONNXTensorElementDataType GetInputType(size_t) const { return t_; }
+  OrtCustomOpInputOutputCharacteristic GetInputCharacteristic(size_t i) const {
+    return i <= 1 ? INPUT_OUTPUT_REQUIRED : INPUT_OUTPUT_OPTIONAL;
+  }
+  size_t GetOutputTypeCount() const { return kSplitRmsMaxGroups; }
+  ONNXTensorElementDataType GetOutputType(size_t) const { return t_; }
+  OrtCustomOpInputOutputCharacteristic GetOutputCharacteristic(size_t i) const {
+    return i == 0 ? INPUT_OUTPUT_REQUIRED : INPUT_OUTPUT_OPTIONAL;
+  }
+};
+
 // ─── Registration ─────────────────────────────────────────────────────────────────────────────────────────────
 
 struct OpSet {
@@ -579,6 +655,7 @@ struct OpSet {
         ops.emplace_back(new MoeOp(ep, t));
         ops.emplace_back(new SparseOp(ep, t));
         ops.emplace_back(new NextTokenOp(ep, t));
+        ops.emplace_back(new SplitRmsNormOp(ep, t));
       }
   }
 };

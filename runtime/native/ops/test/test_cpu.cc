@@ -7,6 +7,7 @@
 
 #include "problems.h"
 #include "next_token_tests.h"
+#include "split_rms_norm_tests.h"
 #include "sparse_linear_tests.h"
 
 using namespace testutil;
@@ -364,6 +365,7 @@ int main() {
   test_sparse_linear(t, serial, kTolF32, kTolF16);
   test_sparse_linear(t, threads, kTolF32, kTolF16);
   test_next_token(t);
+  test_split_rms_norm(t);
   t.print_worst();
   std::printf("%s: %d passed, %d failed\n", t.failed ? "FAILED" : "ok", t.passed, t.failed);
   return t.failed ? 1 : 0;

@@ -617,6 +617,7 @@ void copy_bandwidth() {
 
 #include "sparse_linear_cuda.h"
 #include "next_token_tests.h"
+#include "split_rms_norm_tests.h"
 
 namespace {
 
@@ -640,6 +641,38 @@ void next_token_correctness(Tally& t) {
     }
 }
 
+// SplitRMSNorm on CUDA against the definition, at the CPU test's shapes and at Jamba-v0.1's (dt_rank 256, d_state 16)
+// for a 2048-token prefill and a batch-16 decode step.
+void split_rms_correctness(Tally& t) {
+  uint64_t seed = 8500;
+  std::vector<SplitRmsShape> shapes = split_rms_shapes();
+  shapes.push_back({2048, {256, 16, 16}, 1e-6f});
+  shapes.push_back({16, {256, 16, 16}, 1e-6f});
+  for (DType dt : {DType::f32, DType::f16})
+    for (const SplitRmsShape& s : shapes) {
+      SplitRmsProblem p = make_split_rms(s.rows, s.lens, dt, s.eps, seed++);
+      Dev x = dev(p.x);
+      std::vector<Dev> w, y;
+      void* yp[hubmoe::kSplitRmsMaxGroups] = {};
+      for (int g = 0; g < p.G; ++g) {
+        w.push_back(dev(p.w[g]));
+        y.emplace_back(static_cast<size_t>(std::max<int64_t>(1, p.rows * p.len[g])) * hubmoe::dtype_size(dt));
+        yp[g] = y[g].p;
+      }
+      hubmoe::SplitRmsNormArgs a = p.args(yp);
+      a.x = x.p;
+      for (int g = 0; g < p.G; ++g) a.w[g] = w[g].p;
+      hubmoe::cuda::split_rms_norm(a, nullptr);
+      CK(cudaDeviceSynchronize());
+      double err = 0;
+      for (int g = 0; g < p.G; ++g) {
+        std::vector<uint8_t> h = y[g].host();
+        err = std::max(err, rel_err(read(h.data(), static_cast<size_t>(p.rows * p.len[g]), dt), split_rms_ref(p, g), 1e-3));
+      }
+      t.check_err(p.name(" CUDA"), err, split_rms_tol(dt));
+    }
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -660,6 +693,7 @@ int main(int argc, char** argv) {
     std::printf("max error vs CPU kernels: SparseLinear fp32 %.2e fp16 %.2e\n", l32, l16);
     sparse_timing();
     next_token_correctness(t);
+    split_rms_correctness(t);
     std::printf("%s: %d passed, %d failed\n", t.failed ? "FAILED" : "ok", t.passed, t.failed);
     return t.failed ? 1 : 0;
   }
@@ -677,6 +711,7 @@ int main(int argc, char** argv) {
   double l32 = 0, l16 = 0;
   sparse_correctness(t, l32, l16);
   next_token_correctness(t);
+  split_rms_correctness(t);
   std::printf("max error vs CPU kernels: SparseLinear fp32 %.2e fp16 %.2e\n", l32, l16);
   std::printf("max error vs CPU kernels: SelectiveScan fp32 %.2e fp16 %.2e; MoE fp32 %.2e fp16 %.2e\n", s32, s16, m32,
               m16);

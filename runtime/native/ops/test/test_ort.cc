@@ -16,6 +16,7 @@
 #include "onnx_writer.h"
 #include "problems.h"
 #include "next_token_tests.h"
+#include "split_rms_norm_tests.h"
 #include "sparse_linear_tests.h"
 
 using namespace testutil;
@@ -358,6 +359,59 @@ void next_token_case(Tally& t, DType dt) {
   });
 }
 
+// x [B, T, D] with symbolic B and T, the weights as initialisers-free inputs; 3 and 2 segments; then errors.
+void split_rms_case(Tally& t, DType dt, std::vector<int64_t> lens) {
+  SplitRmsProblem p = make_split_rms(6, lens, dt, 1e-6f, 8300 + (int)dt + lens.size());
+  const int64_t B = 2, T = 3;
+  std::vector<std::string> ins = {"x"}, outs;
+  std::vector<onnxw::Msg> in_info = {onnxw::value_info("x", elem(dt), {-1, -1, p.D})}, out_info;
+  for (int g = 0; g < p.G; ++g) {
+    ins.push_back("w" + std::to_string(g));
+    outs.push_back("y" + std::to_string(g));
+    in_info.push_back(onnxw::value_info(ins.back(), elem(dt), {p.len[g]}));
+    out_info.push_back(onnxw::value_info(outs.back(), elem(dt), {-1, -1, p.len[g]}));
+  }
+  const std::string what = p.name(" through ORT, symbolic batch and sequence");
+  try {
+    Ort::Session sess = make_session(onnxw::model({onnxw::node("SplitRMSNorm", "ai.hubmoe", ins, outs, {onnxw::attr_f("epsilon", p.eps)}, "n")},
+                                                  in_info, out_info));
+    std::vector<Feed> feeds = {{"x", dt, {B, T, p.D}, p.x.data()}};
+    for (int g = 0; g < p.G; ++g) feeds.push_back({ins[1 + g], dt, {p.len[g]}, p.w[g].data()});
+    auto out = run(sess, feeds, outs);
+    double err = 0;
+    bool shapes = true;
+    for (int g = 0; g < p.G; ++g) {
+      shapes = shapes && out[g].GetTensorTypeAndShapeInfo().GetShape() == std::vector<int64_t>{B, T, p.len[g]};
+      err = std::max(err, rel_err(read(out[g].GetTensorRawData(), static_cast<size_t>(p.rows * p.len[g]), dt), split_rms_ref(p, g), 1e-3));
+    }
+    t.check(shapes, what + " output shapes", 0, 0);
+    t.check_err(what, err, split_rms_tol(dt));
+  } catch (const std::exception& e) {
+    std::printf("FAIL %s: %s\n", what.c_str(), e.what());
+    t.failed++;
+  }
+  if (dt != DType::f32 || p.G != 3) return;
+  auto model = [&](int n_out) {
+    std::vector<std::string> o(outs.begin(), outs.begin() + n_out);
+    std::vector<onnxw::Msg> oi(out_info.begin(), out_info.begin() + n_out);
+    std::vector<onnxw::Msg> ii = {onnxw::value_info("x", elem(dt), {-1, -1, -1})};  // any x: the op checks it
+    for (int g = 0; g < p.G; ++g) ii.push_back(onnxw::value_info(ins[1 + g], elem(dt), {-1}));
+    return onnxw::model({onnxw::node("SplitRMSNorm", "ai.hubmoe", ins, o, {}, "n")}, ii, oi);
+  };
+  expect_error(t, "ORT SplitRMSNorm with fewer outputs than weights is reported at run", "3 weight(s) but 2 output(s)", [&] {
+    Ort::Session s = make_session(model(2), true);
+    std::vector<Feed> feeds = {{"x", dt, {B, T, p.D}, p.x.data()}};
+    for (int g = 0; g < p.G; ++g) feeds.push_back({ins[1 + g], dt, {p.len[g]}, p.w[g].data()});
+    run(s, feeds, {"y0", "y1"}, true);
+  });
+  expect_error(t, "ORT SplitRMSNorm weights not adding up to x's last dim are reported at run", "has last dim", [&] {
+    Ort::Session s = make_session(model(3), true);
+    std::vector<Feed> feeds = {{"x", dt, {1, B * T, p.D - 1}, p.x.data()}};
+    for (int g = 0; g < p.G; ++g) feeds.push_back({ins[1 + g], dt, {p.len[g]}, p.w[g].data()});
+    run(s, feeds, outs, true);
+  });
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -405,6 +459,10 @@ int main(int argc, char** argv) {
   for (DType dt : {DType::f32, DType::f16})
     for (bool bias : {false, true}) sparse_case(t, dt, bias);
   for (DType dt : {DType::f32, DType::f16}) next_token_case(t, dt);
+  for (DType dt : {DType::f32, DType::f16}) {
+    split_rms_case(t, dt, {16, 4, 4});
+    split_rms_case(t, dt, {20, 9});
+  }
   std::printf("%s: %d passed, %d failed\n", t.failed ? "FAILED" : "ok", t.passed, t.failed);
   return t.failed ? 1 : 0;
 }
