@@ -85,9 +85,11 @@ async function round(record) {
   await model.generate(prompts, {
     maxNewTokens: steps + 1,
     ignoreEos: true,
-    onToken: () => {
+    onToken: ({ row }) => {
+      // One call per row and step; row 0's marks the step. The first follows the prefill, each later one closes a
+      // decode step.
+      if (row !== 0) return;
       const now = performance.now();
-      // The first onToken follows the prefill; each later one closes a decode step.
       if (record && n > 0) {
         rows.step.push(now - last);
         rows.write.push(spent.write);

@@ -120,6 +120,21 @@ export function buildGraph(spec: ModelSpec, tensors: CanonicalTensors, opts: Bui
   });
   if (groups.size) {
     ctx.attnBias = g.scope('attn_bias', () => {
+      if (cachePos && opts.target === 'fused') {
+        // ai.hubmoe StaticAttentionMask: the bias below and the cache write's slots in one node (about twenty
+        // elementwise nodes otherwise, each a launch of a few microseconds at one decode token).
+        const bias = new Map<number, string>();
+        [...groups].forEach((G, i) => {
+          if (i === 0) {
+            const [b, isNew, source] = g.node('StaticAttentionMask', [mask, cachePos], { attrs: { groups: G }, outputs: 3, domain: HUBMOE_DOMAIN });
+            ctx.cacheWrite = { isNew: isNew!, source: source! };
+            bias.set(G, b!);
+          } else {
+            bias.set(G, g.op('StaticAttentionMask', [mask, cachePos], { groups: G }, HUBMOE_DOMAIN));
+          }
+        });
+        return (G: number) => bias.get(G)!;
+      }
       // allowed[b, g·T + i, s] = mask[b, s] && s <= position of query i, as fp32 0 / -max, shaped
       // [B, 1, G·T, S]: rows for the G query heads that share a KV head, each the T queries' rows.
       let qPos: string;

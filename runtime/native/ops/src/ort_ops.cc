@@ -17,6 +17,7 @@
 #include "selective_scan.h"
 #include "sparse_linear.h"
 #include "split_rms_norm.h"
+#include "static_attention_mask.h"
 #ifdef HUBMOE_WITH_CUDA
 #include "cuda_ops.h"
 #endif
@@ -640,6 +641,64 @@ struct SplitRmsNormOp : Ort::CustomOpBase<SplitRmsNormOp, SplitRmsNormKernel, tr
   }
 };
 
+// ─── StaticAttentionMask ───────────────────────────────────────────────────────────────────────────────────────
+
+constexpr ONNXTensorElementDataType kI64 = ONNX_TENSOR_ELEMENT_DATA_TYPE_INT64;
+
+struct StaticMaskKernel {
+  Ep ep;
+  int64_t groups;
+  StaticMaskKernel(const OrtKernelInfo* info, Ep e) : ep(e), groups(attr_int(info, "groups", 1, false, "StaticAttentionMask")) {
+    if (groups < 1) throw OpError("StaticAttentionMask: attribute 'groups' must be at least 1, got " + std::to_string(groups));
+  }
+
+  OrtStatusPtr ComputeV2(OrtKernelContext* ctx) noexcept {
+    return guarded("StaticAttentionMask", [&] {
+      TensorIn m = input(ctx, 0), p = input(ctx, 1);
+      if (m.type != kI64) throw OpError("StaticAttentionMask: input 'attention_mask' must be int64");
+      if (p.type != kI64) throw OpError("StaticAttentionMask: input 'cache_position' must be int64");
+      StaticMaskArgs a;
+      static_mask_check(m.dims.data(), m.rank(), p.dims.data(), p.rank(), a);
+      a.groups = groups;
+      a.mask = static_cast<const int64_t*>(m.data);
+      a.position = static_cast<const int64_t*>(p.data);
+      size_t n_out = 0;
+      check(api().KernelContext_GetOutputCount(ctx, &n_out));
+      a.bias = static_cast<float*>(output(ctx, 0, {a.B, 1, groups * a.T, a.S}));
+      if (n_out > 1) a.is_new = static_cast<bool*>(output(ctx, 1, {1, 1, a.S, 1}));
+      if (n_out > 2) a.source = static_cast<int64_t*>(output(ctx, 2, {a.S}));
+      if (ep == Ep::cpu) {
+        static_mask_cpu(a);
+      } else {
+#ifdef HUBMOE_WITH_CUDA
+        void* stream = nullptr;
+        check(api().KernelContext_GetGPUComputeStream(ctx, &stream));
+        cuda::static_mask(a, stream);
+#endif
+      }
+    });
+  }
+};
+
+struct StaticMaskOp : Ort::CustomOpBase<StaticMaskOp, StaticMaskKernel, true> {
+  Ep ep_;
+  explicit StaticMaskOp(Ep ep) : ep_(ep) {}
+  OrtStatusPtr CreateKernelV2(const OrtApi&, const OrtKernelInfo* info, void** kernel) const {
+    return guarded("StaticAttentionMask", [&] { *kernel = new StaticMaskKernel(info, ep_); });
+  }
+  const char* GetName() const { return "StaticAttentionMask"; }
+  const char* GetExecutionProviderType() const { return ep_name(ep_); }
+  size_t GetInputTypeCount() const { return 2; }
+  ONNXTensorElementDataType GetInputType(size_t) const { return kI64; }
+  size_t GetOutputTypeCount() const { return 3; }
+  ONNXTensorElementDataType GetOutputType(size_t i) const {
+    return i == 0 ? kF32 : i == 1 ? ONNX_TENSOR_ELEMENT_DATA_TYPE_BOOL : kI64;
+  }
+  OrtCustomOpInputOutputCharacteristic GetOutputCharacteristic(size_t i) const {
+    return i == 0 ? INPUT_OUTPUT_REQUIRED : INPUT_OUTPUT_OPTIONAL;
+  }
+};
+
 // ─── Registration ─────────────────────────────────────────────────────────────────────────────────────────────
 
 struct OpSet {
@@ -649,7 +708,8 @@ struct OpSet {
 #ifdef HUBMOE_WITH_CUDA
     eps.push_back(Ep::cuda);
 #endif
-    for (Ep ep : eps)
+    for (Ep ep : eps) {
+      ops.emplace_back(new StaticMaskOp(ep));
       for (ONNXTensorElementDataType t : {kF32, kF16}) {
         ops.emplace_back(new ScanOp(ep, t));
         ops.emplace_back(new MoeOp(ep, t));
@@ -657,6 +717,7 @@ struct OpSet {
         ops.emplace_back(new NextTokenOp(ep, t));
         ops.emplace_back(new SplitRmsNormOp(ep, t));
       }
+    }
   }
 };
 

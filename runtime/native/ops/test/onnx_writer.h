@@ -42,7 +42,7 @@ class Msg {
   }
 };
 
-enum Elem { FLOAT = 1, INT64 = 7, FLOAT16 = 10 };
+enum Elem { FLOAT = 1, INT64 = 7, BOOL = 9, FLOAT16 = 10 };
 
 // dims: a value ≥ 0 is fixed, −1 a symbolic dim named "d<i>"; an empty dims vector with rank −1: no shape at all.
 inline Msg value_info(const std::string& name, int elem, const std::vector<int64_t>& dims, bool with_shape = true) {

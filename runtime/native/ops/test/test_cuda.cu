@@ -618,6 +618,7 @@ void copy_bandwidth() {
 #include "sparse_linear_cuda.h"
 #include "next_token_tests.h"
 #include "split_rms_norm_tests.h"
+#include "static_attention_mask_tests.h"
 
 namespace {
 
@@ -673,6 +674,35 @@ void split_rms_correctness(Tally& t) {
     }
 }
 
+// StaticAttentionMask on CUDA against the definition: the CPU test's problems and a Jamba decode step and prefill
+// (4 query heads per KV head, a 4096-slot window, batch 16 / 1).
+void static_mask_correctness(Tally& t) {
+  std::vector<StaticMaskShape> shapes(std::begin(kStaticMaskShapes), std::end(kStaticMaskShapes));
+  shapes.push_back({16, 4096, 1, 2100, 4});
+  shapes.push_back({1, 4096, 2048, 0, 4});
+  for (const StaticMaskShape& sh : shapes)
+    for (int outs : {3, 1}) {
+      StaticMaskProblem p = make_static_mask(sh.B, sh.S, sh.T, sh.first, sh.groups);
+      const StaticMaskWant want = static_mask_ref(p);
+      Dev m(p.mask.data(), p.mask.size() * 8), pos(p.position.data(), p.position.size() * 8);
+      Dev bias(want.bias.size() * 4), is_new(static_cast<size_t>(p.S)), source(static_cast<size_t>(p.S) * 8);
+      hubmoe::StaticMaskArgs a = p.args(bias.as<float>(), outs == 3 ? is_new.as<bool>() : nullptr, outs == 3 ? source.as<int64_t>() : nullptr);
+      a.mask = m.as<int64_t>(), a.position = pos.as<int64_t>();
+      hubmoe::cuda::static_mask(a, nullptr);
+      CK(cudaDeviceSynchronize());
+      std::vector<float> b(want.bias.size());
+      CK(cudaMemcpy(b.data(), bias.p, b.size() * 4, cudaMemcpyDeviceToHost));
+      bool ok = b == want.bias;
+      if (outs == 3) {
+        std::vector<uint8_t> n = is_new.host();
+        std::vector<int64_t> src(static_cast<size_t>(p.S));
+        CK(cudaMemcpy(src.data(), source.p, src.size() * 8, cudaMemcpyDeviceToHost));
+        ok = ok && n == want.is_new && src == want.source;
+      }
+      t.check(ok, p.name(outs == 3 ? " CUDA" : " CUDA, bias only"), ok ? 0 : 1, 0);
+    }
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -694,6 +724,8 @@ int main(int argc, char** argv) {
     sparse_timing();
     next_token_correctness(t);
     split_rms_correctness(t);
+  static_mask_correctness(t);
+    static_mask_correctness(t);
     std::printf("%s: %d passed, %d failed\n", t.failed ? "FAILED" : "ok", t.passed, t.failed);
     return t.failed ? 1 : 0;
   }

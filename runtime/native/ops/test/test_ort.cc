@@ -17,6 +17,7 @@
 #include "problems.h"
 #include "next_token_tests.h"
 #include "split_rms_norm_tests.h"
+#include "static_attention_mask_tests.h"
 #include "sparse_linear_tests.h"
 
 using namespace testutil;
@@ -412,6 +413,60 @@ void split_rms_case(Tally& t, DType dt, std::vector<int64_t> lens) {
   });
 }
 
+// int64 mask [B, S] and cache_position [T] with symbolic dims; all three outputs, then the bias alone; errors.
+void static_mask_case(Tally& t, const StaticMaskShape& sh, int n_out) {
+  StaticMaskProblem p = make_static_mask(sh.B, sh.S, sh.T, sh.first, sh.groups);
+  const StaticMaskWant want = static_mask_ref(p);
+  const std::vector<std::string> all = {"bias", "is_new", "source"};
+  std::vector<std::string> outs(all.begin(), all.begin() + n_out);
+  std::vector<onnxw::Msg> oi = {onnxw::value_info("bias", onnxw::FLOAT, {-1, 1, -1, -1}), onnxw::value_info("is_new", onnxw::BOOL, {1, 1, -1, 1}),
+                                onnxw::value_info("source", onnxw::INT64, {-1})};
+  oi.resize(static_cast<size_t>(n_out));
+  auto model = [&](int64_t groups) {
+    return onnxw::model({onnxw::node("StaticAttentionMask", "ai.hubmoe", {"mask", "pos"}, outs, {onnxw::attr_i("groups", groups)}, "m")},
+                        {onnxw::value_info("mask", onnxw::INT64, {-1, -1}), onnxw::value_info("pos", onnxw::INT64, {-1})}, oi);
+  };
+  auto run_i64 = [&](Ort::Session& s, std::vector<int64_t> pdims, bool quiet) {
+    Ort::MemoryInfo mi = Ort::MemoryInfo::CreateCpu(OrtArenaAllocator, OrtMemTypeDefault);
+    std::vector<int64_t> mdims = {p.B, p.S};
+    std::vector<Ort::Value> vals;
+    vals.push_back(Ort::Value::CreateTensor<int64_t>(mi, p.mask.data(), p.mask.size(), mdims.data(), mdims.size()));
+    vals.push_back(Ort::Value::CreateTensor<int64_t>(mi, p.position.data(), static_cast<size_t>(pdims[0]), pdims.data(), pdims.size()));
+    const char* in_names[] = {"mask", "pos"};
+    std::vector<const char*> on;
+    for (const auto& o : outs) on.push_back(o.c_str());
+    Ort::RunOptions ro;
+    if (quiet) ro.SetRunLogSeverityLevel(ORT_LOGGING_LEVEL_FATAL);
+    return s.Run(ro, in_names, vals.data(), vals.size(), on.data(), on.size());
+  };
+  const std::string what = p.name(n_out == 3 ? " through ORT" : " through ORT, bias only");
+  try {
+    Ort::Session sess = make_session(model(p.groups));
+    auto out = run_i64(sess, {p.T}, false);
+    const float* b = out[0].GetTensorData<float>();
+    bool ok = out[0].GetTensorTypeAndShapeInfo().GetShape() == std::vector<int64_t>{p.B, 1, p.groups * p.T, p.S} &&
+              std::vector<float>(b, b + want.bias.size()) == want.bias;
+    if (n_out == 3) {
+      const bool* n = out[1].GetTensorData<bool>();
+      const int64_t* src = out[2].GetTensorData<int64_t>();
+      ok = ok && out[1].GetTensorTypeAndShapeInfo().GetShape() == std::vector<int64_t>{1, 1, p.S, 1} &&
+           out[2].GetTensorTypeAndShapeInfo().GetShape() == std::vector<int64_t>{p.S} &&
+           std::vector<int64_t>(src, src + p.S) == want.source;
+      for (int64_t s = 0; s < p.S; ++s) ok = ok && (n[s] ? 1 : 0) == want.is_new[s];
+    }
+    t.check(ok, what, ok ? 0 : 1, 0);
+  } catch (const std::exception& e) {
+    std::printf("FAIL %s: %s\n", what.c_str(), e.what());
+    t.failed++;
+  }
+  if (n_out != 3) return;
+  expect_error(t, "ORT StaticAttentionMask groups 0 is refused at load", "'groups' must be at least 1", [&] { make_session(model(0), true); });
+  expect_error(t, "ORT StaticAttentionMask an empty cache_position is reported at run", "with at least one position, got [0]", [&] {
+    Ort::Session s = make_session(model(1), true);
+    run_i64(s, {0}, true);
+  });
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -463,6 +518,9 @@ int main(int argc, char** argv) {
     split_rms_case(t, dt, {16, 4, 4});
     split_rms_case(t, dt, {20, 9});
   }
+  static_mask_case(t, kStaticMaskShapes[0], 3);
+  static_mask_case(t, kStaticMaskShapes[1], 1);
+  static_mask_case(t, kStaticMaskShapes[3], 3);
   std::printf("%s: %d passed, %d failed\n", t.failed ? "FAILED" : "ok", t.passed, t.failed);
   return t.failed ? 1 : 0;
 }
