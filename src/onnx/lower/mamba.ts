@@ -20,7 +20,7 @@
 import type { MambaOp } from '../../schema/spec.js';
 import { HUBMOE_DOMAIN, MS_DOMAIN } from '../graph.js';
 import { TensorDataType } from '../proto.js';
-import { has, linear, mapped, transposed, weight } from './context.js';
+import { linear, mapped, transposed, weight } from './context.js';
 import { sparseLinear, sparsify } from './scap.js';
 import type { LowerContext } from './context.js';
 import { lowerNorm } from './norm.js';
@@ -54,15 +54,7 @@ export function lowerMamba(ctx: LowerContext, x: string, j: number, op: MambaOp,
     domain: MS_DOMAIN,
   }) as [string, string];
   const u = g.op('Mul', [g.op('Transpose', [conv], { perm: [0, 2, 1] }), ctx.maskCur]);
-  let xdbl: string;
-  if (ctx.target === 'fused' && !has(ctx, `${p}.x_proj.bias`)) {
-    // x_proj (d_inner → dt_rank + 2·d_state, a few MB) as an ai.hubmoe SparseLinear that keeps every input
-    // (threshold −1): at one decode token one launch of its cluster form instead of cuBLAS's split-K GEMV and
-    // reduction; more tokens go to cuBLAS inside the op.
-    xdbl = g.op('SparseLinear', [u, transposed(ctx, `${p}.x_proj.weight`)], { mode: { float: 0 }, threshold: { float: -1 } }, HUBMOE_DOMAIN);
-  } else {
-    xdbl = linear(ctx, u, `${p}.x_proj`);
-  }
+  const xdbl = linear(ctx, u, `${p}.x_proj`);
   let dt: string, B: string, C: string;
   if (op.inner_norms && ctx.target === 'fused') {
     // Jamba's dt/B/C RMSNorms: one ai.hubmoe SplitRMSNorm instead of a Split and three norm nodes (four launches of
