@@ -14,6 +14,9 @@
 #                                               # (eager), then hubmoe fused (CUDA graphs, dynamic graph) and portable (native backend);
 #                                               # needs a work tree of Zyphra/BlackMamba at .ref/BlackMamba (or $HUBMOE_BLACKMAMBA_REPO):
 #                                               #   git --git-dir=MIRROR archive 5c8cddd | tar x -C .ref/BlackMamba
+#   bash bench/run_h200.sh profile OUT          # a batch-1 decode step of the 2-expert copy of the period (fused, fp16): its time
+#                                               # (decode-ab), where its wall time goes (step-breakdown) and each kernel's GPU time
+#                                               # at the GPU's own clocks (ncu --clock-control none --cache-control none)
 #   bash bench/run_h200.sh scap-period OUT      # a 2-expert copy of the period (same weights read per token at batch 1) and SCAP thresholds for 40 / 50 %
 #   bash bench/run_h200.sh scap-speed OUT S…    # fused fp16, dense (S = dense) or pruned at S (0.4, 0.5): batch-1 decode and prefill
 #   bash bench/run_h200.sh scap-ab OUT S…       # dense and pruned at each S, loaded together, batch-1 decode interleaved over 5 rounds
@@ -96,6 +99,15 @@ case "$step" in
     node bench/speed.mjs --model "$work/blackmamba-fused" --device cuda --backend native --graph dynamic --label "hubmoe fused, BlackMamba-2.8B configuration (dynamic graph)" --json "$out/blackmamba-fused-dynamic.json"
     [ -f "$work/blackmamba-portable/hubmoe.json" ] || node bench/speed.mjs --convert "$work/blackmamba-2.8b" --out "$work/blackmamba-portable" --target portable --dtype fp16
     node bench/speed.mjs --model "$work/blackmamba-portable" --device cuda --backend native --label "hubmoe portable, BlackMamba-2.8B configuration (native backend, CUDA EP)" --json "$out/blackmamba-portable.json"
+    ;;
+  profile)
+    setup
+    scap_convert dense
+    node bench/decode-ab.mjs --rounds 5 --json "$out/decode.json" "fused=$work/scap-dense" | tee "$out/decode.md"
+    node bench/step-breakdown.mjs --model "$work/scap-dense" --json "$out/step-breakdown.json" | tee "$out/step-breakdown.md"
+    /usr/local/cuda/bin/ncu --clock-control none --cache-control none --metrics gpu__time_duration.sum --csv --print-units base \
+      node bench/kernel-profile.mjs run --model "$work/scap-dense" > "$out/kernels.csv" 2> "$out/ncu.log" || { tail -20 "$out/ncu.log"; exit 1; }
+    node bench/kernel-profile.mjs summary "$out/kernels.csv" --json "$out/kernels.json" | tee "$out/kernels.md"
     ;;
   scap-period)
     [ -f "$work/period-x2/config.json" ] || { need_gb 12; python3 bench/jamba_period.py --out "$work/period-x2" --json "$out/period-x2.json" --experts 2 --skip-bench; }
