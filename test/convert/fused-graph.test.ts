@@ -1,0 +1,97 @@
+/**
+ * The fused target's graph structure: where it uses the fewer, larger nodes that make a decode step cheaper on the
+ * GPU (SkipSimplifiedLayerNormalization, ai.hubmoe SplitRMSNorm and StaticAttentionMask), and that the portable
+ * target keeps to ONNX Runtime's built-in ops. The numbers these graphs compute are checked against the references
+ * by the parity suite (test/parity) and the static-cache tests (test/runtime/static.test.ts).
+ */
+import { describe, expect, it } from 'vitest';
+import { openSource } from '../../src/convert.js';
+import { buildGraph } from '../../src/onnx/build.js';
+import type { BuildOptions } from '../../src/onnx/build.js';
+import { HUBMOE_DOMAIN, MS_DOMAIN } from '../../src/onnx/graph.js';
+import type { ModelSpec } from '../../src/schema/spec.js';
+import { fixture } from '../helpers.js';
+
+interface Built {
+  spec: ModelSpec;
+  count: (opType: string) => number;
+  nodes: ReturnType<typeof buildGraph>['nodes'];
+  outputs: string[];
+}
+
+async function build(name: string, opts: BuildOptions): Promise<Built> {
+  const opened = await openSource(fixture(name, 'checkpoint'));
+  try {
+    const g = buildGraph(opened.spec, opened.tensors, opts);
+    const model = g.graph('m', []);
+    return {
+      spec: opened.spec,
+      nodes: g.nodes,
+      count: (opType) => g.nodes.filter((n) => n.opType === opType).length,
+      outputs: model.outputs.map((o) => o.name),
+    };
+  } finally {
+    await opened.close();
+  }
+}
+
+const kinds = (spec: ModelSpec, kind: string): number => spec.blocks.filter((b) => b.op.kind === kind).length;
+
+describe('the fused target', () => {
+  for (const name of ['jamba-demo', 'blackmamba-plain', 'mamba-hf']) {
+    it(`${name}: each residual add and the next norm are one SkipSimplifiedLayerNormalization; the portable graph keeps Add and norm`, async () => {
+      const fused = await build(name, { dtype: 'fp32', target: 'fused', staticCache: true });
+      // Blocks 1…n-1 and the final norm read the previous block's output through the fused node where they are
+      // RMSNorms (BlackMamba's final norm is a LayerNorm: Add and LayerNormalization); block 0 reads the embedding.
+      const rms = fused.spec.blocks.slice(1).filter((b) => b.norm.kind === 'rms').length + (fused.spec.final_norm.kind === 'rms' ? 1 : 0);
+      expect(rms).toBeGreaterThan(1);
+      expect(fused.count('SkipSimplifiedLayerNormalization')).toBe(rms);
+      expect(fused.count('LayerNormalization')).toBe(fused.spec.final_norm.kind === 'layer' ? 1 : 0);
+      for (const n of fused.nodes.filter((x) => x.opType === 'SkipSimplifiedLayerNormalization')) {
+        expect(n.domain).toBe(MS_DOMAIN);
+        expect(n.outputs[1]).toBe('');
+        expect(n.outputs[2]).toBe('');
+        expect(n.outputs[3]).not.toBe('');
+        expect(n.attributes.find((a) => a.name === 'epsilon')).toBeDefined();
+      }
+      const portable = await build(name, { dtype: 'fp32', target: 'portable', staticCache: true });
+      expect(portable.count('SkipSimplifiedLayerNormalization')).toBe(0);
+      expect(portable.count('SplitRMSNorm')).toBe(0);
+      expect(portable.count('StaticAttentionMask')).toBe(0);
+      expect(portable.nodes.every((n) => n.domain !== HUBMOE_DOMAIN)).toBe(true);
+    });
+  }
+
+  it("jamba: the dt/B/C norms are one SplitRMSNorm per Mamba layer, the static step's mask one StaticAttentionMask", async () => {
+    const fused = await build('jamba-demo', { dtype: 'fp16', target: 'fused', staticCache: true });
+    const mamba = kinds(fused.spec, 'mamba');
+    expect(mamba).toBeGreaterThan(0);
+    expect(kinds(fused.spec, 'attention')).toBeGreaterThan(0);
+    expect(fused.count('SplitRMSNorm')).toBe(mamba);
+    // Only the first block's norm is a plain one; the inner norms are inside SplitRMSNorm.
+    expect(fused.count('SimplifiedLayerNormalization')).toBe(1);
+    const masks = fused.nodes.filter((n) => n.opType === 'StaticAttentionMask');
+    expect(masks.length).toBe(1);
+    expect(masks[0]!.domain).toBe(HUBMOE_DOMAIN);
+    expect(masks[0]!.inputs).toEqual(['attention_mask', 'cache_position']);
+    // Its slots feed the KV writes (the Where nodes), and the elementwise mask arithmetic is gone.
+    const [, isNew, source] = masks[0]!.outputs;
+    expect(fused.nodes.filter((n) => n.opType === 'Where' && n.inputs[0] === isNew).length).toBe(2 * kinds(fused.spec, 'attention'));
+    expect(fused.nodes.some((n) => n.inputs.includes(source!))).toBe(true);
+    expect(fused.count('CumSum')).toBe(0);
+    // The dynamic graph has no cache_position: its bias stays in plain ops.
+    const dynamic = await build('jamba-demo', { dtype: 'fp16', target: 'fused' });
+    expect(dynamic.count('StaticAttentionMask')).toBe(0);
+    expect(dynamic.count('SplitRMSNorm')).toBe(mamba);
+  });
+
+  it('a block range ends with the residual add of its last block (hidden_out)', async () => {
+    const g = await build('jamba-demo', { dtype: 'fp32', target: 'fused', range: { from: 0, to: 2 } });
+    expect(g.outputs).toContain('hidden_out');
+    expect(g.outputs).not.toContain('logits');
+    // Block 1's norm is the fused one; block 1's output is added to the stream at the end.
+    expect(g.count('SkipSimplifiedLayerNormalization')).toBe(1);
+    const last = g.nodes.find((n) => n.outputs.includes('hidden_out')) ?? g.nodes[g.nodes.length - 1]!;
+    expect(['Add', 'Identity']).toContain(last.opType);
+  });
+});
