@@ -43,6 +43,7 @@ const char* ep_name(Ep ep) { return ep == Ep::cuda ? "CUDAExecutionProvider" : "
 
 constexpr ONNXTensorElementDataType kF32 = ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT;
 constexpr ONNXTensorElementDataType kF16 = ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT16;
+constexpr ONNXTensorElementDataType kI64 = ONNX_TENSOR_ELEMENT_DATA_TYPE_INT64;
 
 const char* type_name(ONNXTensorElementDataType t) {
   switch (t) {
@@ -545,7 +546,7 @@ OrtStatusPtr infer_next_token(const OrtCustomOp*, OrtShapeInferContext* ctx) noe
   TypeShape l;
   if (OrtStatus* st = get_type_shape(ctx, 0, l)) return st;
   TypeShape out;
-  out.type = ONNX_TENSOR_ELEMENT_DATA_TYPE_INT64;
+  out.type = kI64;
   out.dims = {l.dims.empty() ? -1 : l.dims[0]};
   out.syms = {l.syms.empty() ? std::string() : l.syms[0]};
   return set_type_shape(ctx, 0, out);
@@ -563,7 +564,7 @@ struct NextTokenOp : Ort::CustomOpBase<NextTokenOp, NextTokenKernel, true> {
   size_t GetInputTypeCount() const { return 1; }
   ONNXTensorElementDataType GetInputType(size_t) const { return t_; }
   size_t GetOutputTypeCount() const { return 1; }
-  ONNXTensorElementDataType GetOutputType(size_t) const { return ONNX_TENSOR_ELEMENT_DATA_TYPE_INT64; }
+  ONNXTensorElementDataType GetOutputType(size_t) const { return kI64; }
 };
 
 // ─── SplitRMSNorm ──────────────────────────────────────────────────────────────────────────────────────────────
@@ -642,8 +643,6 @@ struct SplitRmsNormOp : Ort::CustomOpBase<SplitRmsNormOp, SplitRmsNormKernel, tr
 };
 
 // ─── StaticAttentionMask ───────────────────────────────────────────────────────────────────────────────────────
-
-constexpr ONNXTensorElementDataType kI64 = ONNX_TENSOR_ELEMENT_DATA_TYPE_INT64;
 
 struct StaticMaskKernel {
   Ep ep;

@@ -30,7 +30,7 @@ constexpr float kMaskedBias = -3.4028234663852886e38f;
 // Validates mask ([B, S]) and cache_position ([T], T ≥ 1) and fills B, S, T.
 void static_mask_check(const int64_t* mask_dims, int mask_rank, const int64_t* pos_dims, int pos_rank, StaticMaskArgs& args);
 
-// first and last positions, from the host copy of cache_position (CPU kernel only).
+// All pointers are host memory (the CPU execution provider's tensors).
 void static_mask_cpu(const StaticMaskArgs& args);
 
 namespace cuda {
