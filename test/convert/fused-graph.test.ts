@@ -54,7 +54,11 @@ describe('the fused target', () => {
         expect(n.outputs[3]).not.toBe('');
         expect(n.attributes.find((a) => a.name === 'epsilon')).toBeDefined();
       }
+      // Each Mamba mixer's split, masks and causal conv are one ai.hubmoe MambaConv.
+      expect(fused.count('MambaConv')).toBe(kinds(fused.spec, 'mamba'));
+      expect(fused.count('CausalConvWithState')).toBe(0);
       const portable = await build(name, { dtype: 'fp32', target: 'portable', staticCache: true });
+      expect(portable.count('CausalConvWithState')).toBe(kinds(portable.spec, 'mamba'));
       expect(portable.count('SkipSimplifiedLayerNormalization')).toBe(0);
       expect(portable.count('SplitRMSNorm')).toBe(0);
       expect(portable.count('StaticAttentionMask')).toBe(0);

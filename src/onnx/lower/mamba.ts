@@ -12,7 +12,8 @@
  *   y     = (y + D·u) · silu(z);  out = out_proj(y)
  *
  * The fused target replaces softplus, the scan, D·u and the gate by one ai.hubmoe SelectiveScan op
- * (fp32 state whatever the model dtype), and Jamba's split and three norms by one ai.hubmoe SplitRMSNorm.
+ * (fp32 state whatever the model dtype), the split, masks and causal conv by one ai.hubmoe MambaConv, and Jamba's
+ * split and three norms by one ai.hubmoe SplitRMSNorm.
  *
  * The padding mask is applied to u after in_proj (not to the mixer input), so padded positions feed
  * zeros to the convolution exactly like an empty conv state, and a padded row equals the row alone.
@@ -43,17 +44,30 @@ export function lowerMamba(ctx: LowerContext, x: string, j: number, op: MambaOp,
   const N = op.d_state;
   const R = op.dt_rank;
   const xz = sparseLinear(ctx, sparsify(ctx, x, `${p}.in_proj`, 'mamba_in', [`${p}.in_proj.weight`]), `${p}.in_proj`);
-  const [u0, z] = g.node('Split', [xz, g.ints([E, E])], { attrs: { axis: -1 }, outputs: 2 }) as [string, string];
-  const u1 = g.op('Mul', [u0, ctx.maskCur]);
-  const convInputs = [g.op('Transpose', [u1], { perm: [0, 2, 1] }), weight(ctx, `${p}.conv1d.weight`)];
-  convInputs.push(op.conv_bias ? weight(ctx, `${p}.conv1d.bias`) : '');
-  convInputs.push(cache.pastConv);
-  const [conv, presentConv] = g.node('CausalConvWithState', convInputs, {
-    attrs: { activation: 'silu', ndim: 1 },
-    outputs: 2,
-    domain: MS_DOMAIN,
-  }) as [string, string];
-  const u = g.op('Mul', [g.op('Transpose', [conv], { perm: [0, 2, 1] }), ctx.maskCur]);
+  let u: string, z: string, presentConv: string;
+  if (ctx.target === 'fused') {
+    // ai.hubmoe MambaConv: the split of xz, both mask multiplies and the causal conv with its SiLU and state in one
+    // launch (four at one decode token otherwise).
+    [u, z, presentConv] = g.node(
+      'MambaConv',
+      [xz, ctx.maskCur, weight(ctx, `${p}.conv1d.weight`), op.conv_bias ? weight(ctx, `${p}.conv1d.bias`) : '', cache.pastConv],
+      { outputs: 3, domain: HUBMOE_DOMAIN },
+    ) as [string, string, string];
+  } else {
+    let u0: string;
+    [u0, z] = g.node('Split', [xz, g.ints([E, E])], { attrs: { axis: -1 }, outputs: 2 }) as [string, string];
+    const u1 = g.op('Mul', [u0, ctx.maskCur]);
+    const convInputs = [g.op('Transpose', [u1], { perm: [0, 2, 1] }), weight(ctx, `${p}.conv1d.weight`)];
+    convInputs.push(op.conv_bias ? weight(ctx, `${p}.conv1d.bias`) : '');
+    convInputs.push(cache.pastConv);
+    let conv: string;
+    [conv, presentConv] = g.node('CausalConvWithState', convInputs, {
+      attrs: { activation: 'silu', ndim: 1 },
+      outputs: 2,
+      domain: MS_DOMAIN,
+    }) as [string, string];
+    u = g.op('Mul', [g.op('Transpose', [conv], { perm: [0, 2, 1] }), ctx.maskCur]);
+  }
   const xdbl = linear(ctx, u, `${p}.x_proj`);
   let dt: string, B: string, C: string;
   if (op.inner_norms && ctx.target === 'fused') {

@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "mamba_conv.h"
 #include "moe.h"
 #include "next_token.h"
 #include "selective_scan.h"
@@ -621,10 +622,28 @@ struct SplitRmsNormKernel {
   }
 };
 
+OrtStatusPtr infer_split_rms(const OrtCustomOp*, OrtShapeInferContext* ctx) noexcept {
+  TypeShape x;
+  if (OrtStatus* e = get_type_shape(ctx, 0, x)) return e;
+  size_t n_in = 0;
+  if (OrtStatus* e = api().ShapeInferContext_GetInputCount(ctx, &n_in)) return e;
+  for (size_t g = 0; g + 1 < n_in && g < static_cast<size_t>(kSplitRmsMaxGroups); ++g) {
+    TypeShape w;
+    if (OrtStatus* e = get_type_shape(ctx, 1 + g, w)) {  // an absent weight: the kernel reports it at run
+      api().ReleaseStatus(e);
+      break;
+    }
+    TypeShape y = x;
+    if (!y.dims.empty() && w.dims.size() == 1) y.dims.back() = w.dims[0], y.syms.back() = w.syms[0];
+    if (OrtStatus* e = set_type_shape(ctx, g, y)) return e;
+  }
+  return nullptr;
+}
+
 struct SplitRmsNormOp : Ort::CustomOpBase<SplitRmsNormOp, SplitRmsNormKernel, true> {
   Ep ep_;
   ONNXTensorElementDataType t_;
-  SplitRmsNormOp(Ep ep, ONNXTensorElementDataType t) : ep_(ep), t_(t) {}
+  SplitRmsNormOp(Ep ep, ONNXTensorElementDataType t) : ep_(ep), t_(t) { OrtCustomOp::InferOutputShapeFn = infer_split_rms; }
   OrtStatusPtr CreateKernelV2(const OrtApi&, const OrtKernelInfo* info, void** kernel) const {
     return guarded("SplitRMSNorm", [&] { *kernel = new SplitRmsNormKernel(info, ep_); });
   }
@@ -698,6 +717,73 @@ struct StaticMaskOp : Ort::CustomOpBase<StaticMaskOp, StaticMaskKernel, true> {
   }
 };
 
+// ─── MambaConv ─────────────────────────────────────────────────────────────────────────────────────────────────
+
+struct MambaConvKernel {
+  Ep ep;
+  explicit MambaConvKernel(Ep e) : ep(e) {}
+
+  OrtStatusPtr ComputeV2(OrtKernelContext* ctx) noexcept {
+    return guarded("MambaConv", [&] {
+      TensorIn xz = input(ctx, 0), mask = input(ctx, 1), w = input(ctx, 2), bias = input(ctx, 3), st = input(ctx, 4);
+      expect_type(mask, "MambaConv", "mask", xz.type);
+      expect_type(w, "MambaConv", "weight", xz.type);
+      expect_type(bias, "MambaConv", "bias", xz.type);
+      expect_type(st, "MambaConv", "state", xz.type);
+      if (!st.present()) throw OpError("MambaConv: input 'state' is required");
+      MambaConvArgs a;
+      mamba_conv_check(xz.dims.data(), xz.rank(), mask.dims.data(), mask.rank(), w.dims.data(), w.rank(), bias.dims.data(),
+                       bias.rank(), st.dims.data(), st.rank(), a);
+      a.dtype = dtype_of(xz.type, "MambaConv");
+      a.xz = xz.data, a.mask = mask.data, a.weight = w.data, a.bias = bias.present() ? bias.data : nullptr, a.state = st.data;
+      a.u = output(ctx, 0, {a.B, a.T, a.E});
+      a.z = output(ctx, 1, {a.B, a.T, a.E});
+      a.state_out = output(ctx, 2, {a.B, a.E, a.K - 1});
+      if (ep == Ep::cpu) {
+        mamba_conv_cpu(a);
+      } else {
+#ifdef HUBMOE_WITH_CUDA
+        void* stream = nullptr;
+        check(api().KernelContext_GetGPUComputeStream(ctx, &stream));
+        cuda::mamba_conv(a, stream);
+#endif
+      }
+    });
+  }
+};
+
+OrtStatusPtr infer_mamba_conv(const OrtCustomOp*, OrtShapeInferContext* ctx) noexcept {
+  TypeShape xz, st;
+  if (OrtStatus* e = get_type_shape(ctx, 0, xz)) return e;
+  if (OrtStatus* e = get_type_shape(ctx, 4, st)) return e;
+  if (xz.dims.size() == 3) {
+    TypeShape u = xz;
+    u.dims[2] = xz.dims[2] >= 0 ? xz.dims[2] / 2 : -1;
+    u.syms[2] = "";
+    if (OrtStatus* e = set_type_shape(ctx, 0, u)) return e;
+    if (OrtStatus* e = set_type_shape(ctx, 1, u)) return e;
+  }
+  return set_type_shape(ctx, 2, st);
+}
+
+struct MambaConvOp : Ort::CustomOpBase<MambaConvOp, MambaConvKernel, true> {
+  Ep ep_;
+  ONNXTensorElementDataType t_;
+  MambaConvOp(Ep ep, ONNXTensorElementDataType t) : ep_(ep), t_(t) { OrtCustomOp::InferOutputShapeFn = infer_mamba_conv; }
+  OrtStatusPtr CreateKernelV2(const OrtApi&, const OrtKernelInfo*, void** kernel) const {
+    return guarded("MambaConv", [&] { *kernel = new MambaConvKernel(ep_); });
+  }
+  const char* GetName() const { return "MambaConv"; }
+  const char* GetExecutionProviderType() const { return ep_name(ep_); }
+  size_t GetInputTypeCount() const { return 5; }
+  ONNXTensorElementDataType GetInputType(size_t) const { return t_; }
+  OrtCustomOpInputOutputCharacteristic GetInputCharacteristic(size_t i) const {
+    return i == 3 ? INPUT_OUTPUT_OPTIONAL : INPUT_OUTPUT_REQUIRED;
+  }
+  size_t GetOutputTypeCount() const { return 3; }
+  ONNXTensorElementDataType GetOutputType(size_t) const { return t_; }
+};
+
 // ─── Registration ─────────────────────────────────────────────────────────────────────────────────────────────
 
 struct OpSet {
@@ -715,6 +801,7 @@ struct OpSet {
         ops.emplace_back(new SparseOp(ep, t));
         ops.emplace_back(new NextTokenOp(ep, t));
         ops.emplace_back(new SplitRmsNormOp(ep, t));
+        ops.emplace_back(new MambaConvOp(ep, t));
       }
     }
   }

@@ -9,6 +9,7 @@
 #include "next_token_tests.h"
 #include "split_rms_norm_tests.h"
 #include "static_attention_mask_tests.h"
+#include "mamba_conv_tests.h"
 #include "sparse_linear_tests.h"
 
 using namespace testutil;
@@ -368,6 +369,7 @@ int main() {
   test_next_token(t);
   test_split_rms_norm(t);
   test_static_mask(t);
+  test_mamba_conv(t);
   t.print_worst();
   std::printf("%s: %d passed, %d failed\n", t.failed ? "FAILED" : "ok", t.passed, t.failed);
   return t.failed ? 1 : 0;

@@ -619,6 +619,7 @@ void copy_bandwidth() {
 #include "next_token_tests.h"
 #include "split_rms_norm_tests.h"
 #include "static_attention_mask_tests.h"
+#include "mamba_conv_tests.h"
 
 namespace {
 
@@ -703,6 +704,31 @@ void static_mask_correctness(Tally& t) {
     }
 }
 
+// MambaConv on CUDA against the definition: the CPU test's problems, a Jamba decode step (E = 8192, batch 16) and a
+// prefill (2048 positions, E = 2944: BlackMamba-2.8B's d_inner).
+void mamba_conv_correctness(Tally& t) {
+  uint64_t seed = 9500;
+  std::vector<MambaConvShape> shapes = mamba_conv_shapes();
+  shapes.push_back({16, 1, 8192, 4, true});
+  shapes.push_back({1, 2048, 2944, 4, true});
+  for (DType dt : {DType::f32, DType::f16})
+    for (const MambaConvShape& s : shapes) {
+      MambaConvProblem p = make_mamba_conv(s.B, s.T, s.E, s.K, s.bias, dt, seed++);
+      const MambaConvWant want = mamba_conv_ref(p);
+      const size_t ts = hubmoe::dtype_size(dt);
+      Dev xz = dev(p.xz), mask = dev(p.mask), w = dev(p.weight), b = dev(p.bias), st = dev(p.state);
+      Dev u(std::max<size_t>(1, want.u.size()) * ts), z(std::max<size_t>(1, want.z.size()) * ts), so(std::max<size_t>(1, want.state.size()) * ts);
+      hubmoe::MambaConvArgs a = p.args(u.p, z.p, so.p);
+      a.xz = xz.p, a.mask = mask.p, a.weight = w.p, a.bias = s.bias ? b.p : nullptr, a.state = st.p;
+      hubmoe::cuda::mamba_conv(a, nullptr);
+      CK(cudaDeviceSynchronize());
+      std::vector<uint8_t> hu = u.host(), hz = z.host(), hs = so.host();
+      const double err = std::max({rel_err(read(hu.data(), want.u.size(), dt), want.u, 1e-3), rel_err(read(hz.data(), want.z.size(), dt), want.z, 1e-3),
+                                   rel_err(read(hs.data(), want.state.size(), dt), want.state, 1e-3)});
+      t.check_err(p.name(" CUDA"), err, mamba_conv_tol(dt));
+    }
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -725,6 +751,7 @@ int main(int argc, char** argv) {
     next_token_correctness(t);
     split_rms_correctness(t);
     static_mask_correctness(t);
+    mamba_conv_correctness(t);
     std::printf("%s: %d passed, %d failed\n", t.failed ? "FAILED" : "ok", t.passed, t.failed);
     return t.failed ? 1 : 0;
   }
@@ -744,6 +771,7 @@ int main(int argc, char** argv) {
   next_token_correctness(t);
   split_rms_correctness(t);
   static_mask_correctness(t);
+  mamba_conv_correctness(t);
   std::printf("max error vs CPU kernels: SparseLinear fp32 %.2e fp16 %.2e\n", l32, l16);
   std::printf("max error vs CPU kernels: SelectiveScan fp32 %.2e fp16 %.2e; MoE fp32 %.2e fp16 %.2e\n", s32, s16, m32,
               m16);

@@ -18,6 +18,7 @@
 #include "next_token_tests.h"
 #include "split_rms_norm_tests.h"
 #include "static_attention_mask_tests.h"
+#include "mamba_conv_tests.h"
 #include "sparse_linear_tests.h"
 
 using namespace testutil;
@@ -467,6 +468,49 @@ void static_mask_case(Tally& t, const StaticMaskShape& sh, int n_out) {
   });
 }
 
+// xz [B, T, 2E] with symbolic B and T into x_proj-like consumers: the outputs' shapes inferred (an Identity after
+// each), with and without the bias (empty name); a bad state shape reported at run.
+void mamba_conv_case(Tally& t, DType dt, bool bias) {
+  MambaConvProblem p = make_mamba_conv(2, 5, 6, 4, bias, dt, 9300 + (int)dt + (bias ? 10 : 0));
+  const MambaConvWant want = mamba_conv_ref(p);
+  std::vector<onnxw::Msg> nodes = {
+      onnxw::node("MambaConv", "ai.hubmoe", {"xz", "mask", "w", bias ? "b" : "", "state"}, {"u_raw", "z_raw", "s_raw"}, {}, "conv"),
+      onnxw::node("Identity", "", {"u_raw"}, {"u"}, {}, "iu"), onnxw::node("Identity", "", {"z_raw"}, {"z"}, {}, "iz"),
+      onnxw::node("Identity", "", {"s_raw"}, {"s"}, {}, "is")};
+  std::vector<onnxw::Msg> in = {onnxw::value_info("xz", elem(dt), {-1, -1, 2 * p.E}), onnxw::value_info("mask", elem(dt), {-1, -1, 1}),
+                                onnxw::value_info("w", elem(dt), {p.E, 1, p.K}), onnxw::value_info("state", elem(dt), {-1, p.E, p.K - 1})};
+  if (bias) in.push_back(onnxw::value_info("b", elem(dt), {p.E}));
+  std::vector<onnxw::Msg> out = {onnxw::value_info("u", elem(dt), {-1, -1, p.E}), onnxw::value_info("z", elem(dt), {-1, -1, p.E}),
+                                 onnxw::value_info("s", elem(dt), {-1, p.E, p.K - 1})};
+  const std::string what = p.name(" through ORT, symbolic batch and sequence");
+  std::vector<Feed> feeds = {{"xz", dt, {p.B, p.T, 2 * p.E}, p.xz.data()}, {"mask", dt, {p.B, p.T, 1}, p.mask.data()},
+                             {"w", dt, {p.E, 1, p.K}, p.weight.data()}, {"state", dt, {p.B, p.E, p.K - 1}, p.state.data()}};
+  if (bias) feeds.push_back({"b", dt, {p.E}, p.bias.data()});
+  try {
+    Ort::Session sess = make_session(onnxw::model(nodes, in, out));
+    auto got = run(sess, feeds, {"u", "z", "s"});
+    const bool shapes = got[0].GetTensorTypeAndShapeInfo().GetShape() == std::vector<int64_t>{p.B, p.T, p.E} &&
+                        got[2].GetTensorTypeAndShapeInfo().GetShape() == std::vector<int64_t>{p.B, p.E, p.K - 1};
+    t.check(shapes, what + " output shapes", 0, 0);
+    const double err = std::max({rel_err(values(got[0]), want.u, 1e-3), rel_err(values(got[1]), want.z, 1e-3), rel_err(values(got[2]), want.state, 1e-3)});
+    t.check_err(what, err, mamba_conv_tol(dt));
+  } catch (const std::exception& e) {
+    std::printf("FAIL %s: %s\n", what.c_str(), e.what());
+    t.failed++;
+  }
+  if (dt != DType::f32 || !bias) return;
+  expect_error(t, "ORT MambaConv a state of the wrong width is reported at run", "'state' must be [2, 6, 3], got [2, 6, 2]", [&] {
+    std::vector<onnxw::Msg> in2 = in;
+    in2[3] = onnxw::value_info("state", elem(dt), {-1, p.E, -1});
+    std::vector<onnxw::Msg> out2 = out;
+    out2[2] = onnxw::value_info("s", elem(dt), {-1, p.E, -1});
+    Ort::Session s = make_session(onnxw::model(nodes, in2, out2), true);
+    std::vector<Feed> f = feeds;
+    f[3] = {"state", dt, {p.B, p.E, p.K - 2}, p.state.data()};
+    run(s, f, {"u", "z", "s"}, true);
+  });
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -521,6 +565,10 @@ int main(int argc, char** argv) {
   static_mask_case(t, kStaticMaskShapes[0], 3);
   static_mask_case(t, kStaticMaskShapes[1], 1);
   static_mask_case(t, kStaticMaskShapes[3], 3);
+  for (DType dt : {DType::f32, DType::f16}) {
+    mamba_conv_case(t, dt, true);
+    mamba_conv_case(t, dt, false);
+  }
   std::printf("%s: %d passed, %d failed\n", t.failed ? "FAILED" : "ok", t.passed, t.failed);
   return t.failed ? 1 : 0;
 }
