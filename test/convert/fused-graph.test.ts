@@ -1,6 +1,6 @@
 /**
  * The fused target's graph structure: where it uses the fewer, larger nodes that make a decode step cheaper on the
- * GPU (SkipSimplifiedLayerNormalization, ai.hubmoe SplitRMSNorm and StaticAttentionMask), and that the portable
+ * GPU (SkipSimplifiedLayerNormalization, ai.hubmoe MambaMixer and StaticAttentionMask), and that the portable
  * target keeps to ONNX Runtime's built-in ops. The numbers these graphs compute are checked against the references
  * by the parity suite (test/parity) and the static-cache tests (test/runtime/static.test.ts).
  */
@@ -54,9 +54,16 @@ describe('the fused target', () => {
         expect(n.outputs[3]).not.toBe('');
         expect(n.attributes.find((a) => a.name === 'epsilon')).toBeDefined();
       }
-      // Each Mamba mixer's split, masks and causal conv are one ai.hubmoe MambaConv.
-      expect(fused.count('MambaConv')).toBe(kinds(fused.spec, 'mamba'));
-      expect(fused.count('CausalConvWithState')).toBe(0);
+      // Each Mamba mixer between in_proj and out_proj is one ai.hubmoe MambaMixer (conv and scan states in, out).
+      const mixers = fused.nodes.filter((n) => n.opType === 'MambaMixer');
+      expect(mixers.length).toBe(kinds(fused.spec, 'mamba'));
+      for (const n of mixers) {
+        expect(n.domain).toBe(HUBMOE_DOMAIN);
+        expect(n.inputs[4]).toMatch(/^past_conv\.\d+$/);
+        expect(n.inputs[10]).toMatch(/^past_ssm\.\d+$/);
+        expect(n.outputs.length).toBe(3);
+      }
+      for (const part of ['MambaConv', 'SelectiveScan', 'SplitRMSNorm', 'CausalConvWithState', 'LinearAttention']) expect(fused.count(part)).toBe(0);
       const portable = await build(name, { dtype: 'fp32', target: 'portable', staticCache: true });
       expect(portable.count('CausalConvWithState')).toBe(kinds(portable.spec, 'mamba'));
       expect(portable.count('SkipSimplifiedLayerNormalization')).toBe(0);
@@ -66,13 +73,19 @@ describe('the fused target', () => {
     });
   }
 
-  it("jamba: the dt/B/C norms are one SplitRMSNorm per Mamba layer, the static step's mask one StaticAttentionMask", async () => {
+  it("jamba: the dt/B/C norms are MambaMixer's last three inputs, the static step's mask one StaticAttentionMask", async () => {
     const fused = await build('jamba-demo', { dtype: 'fp16', target: 'fused', staticCache: true });
     const mamba = kinds(fused.spec, 'mamba');
     expect(mamba).toBeGreaterThan(0);
     expect(kinds(fused.spec, 'attention')).toBeGreaterThan(0);
-    expect(fused.count('SplitRMSNorm')).toBe(mamba);
-    // Only the first block's norm is a plain one; the inner norms are inside SplitRMSNorm.
+    const mixers = fused.nodes.filter((n) => n.opType === 'MambaMixer');
+    expect(mixers.length).toBe(mamba);
+    for (const n of mixers) {
+      expect(n.inputs.slice(11).map((i) => i.replace(/^blocks\.\d+\.mamba\./, ''))).toEqual(['dt_norm.weight', 'b_norm.weight', 'c_norm.weight']);
+      const eps = n.attributes.find((a) => a.name === 'epsilon');
+      expect((eps?.value as { float: number }).float).toBeCloseTo((fused.spec.blocks.find((b) => b.op.kind === 'mamba')!.op as { eps: number }).eps, 12);
+    }
+    // Only the first block's norm is a plain one; the inner norms are inside MambaMixer.
     expect(fused.count('SimplifiedLayerNormalization')).toBe(1);
     const masks = fused.nodes.filter((n) => n.opType === 'StaticAttentionMask');
     expect(masks.length).toBe(1);
@@ -86,7 +99,7 @@ describe('the fused target', () => {
     // The dynamic graph has no cache_position: its bias stays in plain ops.
     const dynamic = await build('jamba-demo', { dtype: 'fp16', target: 'fused' });
     expect(dynamic.count('StaticAttentionMask')).toBe(0);
-    expect(dynamic.count('SplitRMSNorm')).toBe(mamba);
+    expect(dynamic.count('MambaMixer')).toBe(mamba);
   });
 
   it('a block range ends with the residual add of its last block (hidden_out)', async () => {

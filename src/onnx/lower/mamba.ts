@@ -11,9 +11,9 @@
  *                                            query = C shared by all heads (inverse GQA), scale 1
  *   y     = (y + D·u) · silu(z);  out = out_proj(y)
  *
- * The fused target replaces softplus, the scan, D·u and the gate by one ai.hubmoe SelectiveScan op
- * (fp32 state whatever the model dtype), the split, masks and causal conv by one ai.hubmoe MambaConv, and Jamba's
- * split and three norms by one ai.hubmoe SplitRMSNorm.
+ * The fused target replaces everything between in_proj and out_proj by one ai.hubmoe MambaMixer op, whose scan
+ * state is fp32 whatever the model dtype. (Models converted before MambaMixer existed use its parts as separate
+ * nodes: MambaConv, SplitRMSNorm and SelectiveScan; the op library keeps them.)
  *
  * The padding mask is applied to u after in_proj (not to the mixer input), so padded positions feed
  * zeros to the convolution exactly like an empty conv state, and a padded row equals the row alone.
@@ -44,62 +44,51 @@ export function lowerMamba(ctx: LowerContext, x: string, j: number, op: MambaOp,
   const N = op.d_state;
   const R = op.dt_rank;
   const xz = sparseLinear(ctx, sparsify(ctx, x, `${p}.in_proj`, 'mamba_in', [`${p}.in_proj.weight`]), `${p}.in_proj`);
-  let u: string, z: string, presentConv: string;
   if (ctx.target === 'fused') {
-    // ai.hubmoe MambaConv: the split of xz, both mask multiplies and the causal conv with its SiLU and state in one
-    // launch (four at one decode token otherwise).
-    [u, z, presentConv] = g.node(
-      'MambaConv',
-      [xz, ctx.maskCur, weight(ctx, `${p}.conv1d.weight`), op.conv_bias ? weight(ctx, `${p}.conv1d.bias`) : '', cache.pastConv],
-      { outputs: 3, domain: HUBMOE_DOMAIN },
-    ) as [string, string, string];
-  } else {
-    let u0: string;
-    [u0, z] = g.node('Split', [xz, g.ints([E, E])], { attrs: { axis: -1 }, outputs: 2 }) as [string, string];
-    const u1 = g.op('Mul', [u0, ctx.maskCur]);
-    const convInputs = [g.op('Transpose', [u1], { perm: [0, 2, 1] }), weight(ctx, `${p}.conv1d.weight`)];
-    convInputs.push(op.conv_bias ? weight(ctx, `${p}.conv1d.bias`) : '');
-    convInputs.push(cache.pastConv);
-    let conv: string;
-    [conv, presentConv] = g.node('CausalConvWithState', convInputs, {
-      attrs: { activation: 'silu', ndim: 1 },
-      outputs: 2,
-      domain: MS_DOMAIN,
-    }) as [string, string];
-    u = g.op('Mul', [g.op('Transpose', [conv], { perm: [0, 2, 1] }), ctx.maskCur]);
-  }
-  const xdbl = linear(ctx, u, `${p}.x_proj`);
-  let dt: string, B: string, C: string;
-  if (op.inner_norms && ctx.target === 'fused') {
-    // Jamba's dt/B/C RMSNorms: one ai.hubmoe SplitRMSNorm instead of a Split and three norm nodes (four launches of
-    // a few microseconds each per layer at one decode token).
-    const w = (n: string): string => weight(ctx, `${p}.${n}.weight`);
-    [dt, B, C] = g.node('SplitRMSNorm', [xdbl, w('dt_norm'), w('b_norm'), w('c_norm')], {
-      attrs: { epsilon: { float: op.eps } },
-      outputs: 3,
-      domain: HUBMOE_DOMAIN,
-    }) as [string, string, string];
-  } else {
-    [dt, B, C] = g.node('Split', [xdbl, g.ints([R, N, N])], { attrs: { axis: -1 }, outputs: 3 }) as [string, string, string];
-    if (op.inner_norms) {
-      const rms = { kind: 'rms' as const, eps: op.eps, bias: false };
-      dt = lowerNorm(ctx, dt, `${p}.dt_norm`, rms);
-      B = lowerNorm(ctx, B, `${p}.b_norm`, rms);
-      C = lowerNorm(ctx, C, `${p}.c_norm`, rms);
-    }
-  }
-  if (ctx.target === 'fused') {
-    // ai.hubmoe SelectiveScan: softplus(dt + dt_bias), the scan with an fp32 state, D·u and the SiLU(z) gate in one op.
+    // ai.hubmoe MambaMixer: everything between in_proj and out_proj in one node (the split, masks and causal conv,
+    // x_proj, the dt/B/C split and Jamba's norms, dt_proj, and the scan with softplus, D·u and the SiLU(z) gate; at one
+    // decode token three launches instead of the six of MambaConv, MatMul, SplitRMSNorm, MatMul and SelectiveScan).
     const f32 = TensorDataType.FLOAT;
-    const dtRaw = g.op('MatMul', [dt, transposed(ctx, `${p}.dt_proj.weight`)]);
-    const A32 = mapped(ctx, `${p}.A_log`, `${p}.A`, (v) => v.map((a) => -Math.exp(a)), f32);
-    const [y0, presentSsm] = g.node(
-      'SelectiveScan',
-      [u, dtRaw, A32, B, C, weight(ctx, `${p}.D`, f32), z, weight(ctx, `${p}.dt_proj.bias`, f32), cache.pastSsm],
-      { attrs: { delta_softplus: 1 }, outputs: 2, domain: HUBMOE_DOMAIN },
-    ) as [string, string];
+    const w = (n: string): string => weight(ctx, `${p}.${n}.weight`);
+    const [y0, presentConv, presentSsm] = g.node(
+      'MambaMixer',
+      [
+        xz,
+        ctx.maskCur,
+        w('conv1d'),
+        op.conv_bias ? weight(ctx, `${p}.conv1d.bias`) : '',
+        cache.pastConv,
+        transposed(ctx, `${p}.x_proj.weight`),
+        transposed(ctx, `${p}.dt_proj.weight`),
+        weight(ctx, `${p}.dt_proj.bias`, f32),
+        mapped(ctx, `${p}.A_log`, `${p}.A`, (v) => v.map((a) => -Math.exp(a)), f32),
+        weight(ctx, `${p}.D`, f32),
+        cache.pastSsm,
+        ...(op.inner_norms ? [w('dt_norm'), w('b_norm'), w('c_norm')] : []),
+      ],
+      { attrs: { epsilon: { float: op.eps } }, outputs: 3, domain: HUBMOE_DOMAIN },
+    ) as [string, string, string];
     const ys = sparsify(ctx, y0, `${p}.out_proj`, 'mamba_out', [`${p}.out_proj.weight`]);
     return { y: sparseLinear(ctx, ys, `${p}.out_proj`), presentConv, presentSsm };
+  }
+  const [u0, z] = g.node('Split', [xz, g.ints([E, E])], { attrs: { axis: -1 }, outputs: 2 }) as [string, string];
+  const u1 = g.op('Mul', [u0, ctx.maskCur]);
+  const convInputs = [g.op('Transpose', [u1], { perm: [0, 2, 1] }), weight(ctx, `${p}.conv1d.weight`)];
+  convInputs.push(op.conv_bias ? weight(ctx, `${p}.conv1d.bias`) : '');
+  convInputs.push(cache.pastConv);
+  const [conv, presentConv] = g.node('CausalConvWithState', convInputs, {
+    attrs: { activation: 'silu', ndim: 1 },
+    outputs: 2,
+    domain: MS_DOMAIN,
+  }) as [string, string];
+  const u = g.op('Mul', [g.op('Transpose', [conv], { perm: [0, 2, 1] }), ctx.maskCur]);
+  const xdbl = linear(ctx, u, `${p}.x_proj`);
+  let [dt, B, C] = g.node('Split', [xdbl, g.ints([R, N, N])], { attrs: { axis: -1 }, outputs: 3 }) as [string, string, string];
+  if (op.inner_norms) {
+    const rms = { kind: 'rms' as const, eps: op.eps, bias: false };
+    dt = lowerNorm(ctx, dt, `${p}.dt_norm`, rms);
+    B = lowerNorm(ctx, B, `${p}.b_norm`, rms);
+    C = lowerNorm(ctx, C, `${p}.c_norm`, rms);
   }
   const delta = g.op('Softplus', [linear(ctx, dt, `${p}.dt_proj`)]);
   const A = mapped(ctx, `${p}.A_log`, `${p}.A`, (v) => v.map((a) => -Math.exp(a)));

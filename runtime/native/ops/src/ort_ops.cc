@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "mamba_conv.h"
+#include "mamba_mixer.h"
 #include "moe.h"
 #include "next_token.h"
 #include "selective_scan.h"
@@ -784,6 +785,99 @@ struct MambaConvOp : Ort::CustomOpBase<MambaConvOp, MambaConvKernel, true> {
   ONNXTensorElementDataType GetOutputType(size_t) const { return t_; }
 };
 
+// ─── MambaMixer ────────────────────────────────────────────────────────────────────────────────────────────────
+
+struct MambaMixerKernel {
+  Ep ep;
+  float eps;
+#ifdef HUBMOE_WITH_CUDA
+  std::unique_ptr<cuda::MambaMixerRunner> runner;
+  bool allow_decode = true;
+#endif
+  MambaMixerKernel(const OrtKernelInfo* info, Ep e) : ep(e), eps(attr_float(info, "epsilon", 1e-6f)) {
+    if (!(eps >= 0.f)) throw OpError("MambaMixer: attribute 'epsilon' must be a number >= 0");
+#ifdef HUBMOE_WITH_CUDA
+    if (ep == Ep::cuda) {
+      runner.reset(new cuda::MambaMixerRunner());
+      if (const char* p = std::getenv("HUBMOE_MIXER_PATH")) allow_decode = std::string(p) != "chain";  // experiments
+    }
+#endif
+  }
+
+  OrtStatusPtr ComputeV2(OrtKernelContext* ctx) noexcept {
+    return guarded("MambaMixer", [&] {
+      const char* op = "MambaMixer";
+      TensorIn in[14];
+      for (size_t i = 0; i < 14; ++i) in[i] = input(ctx, i);
+      const TensorIn &xz = in[0], &mask = in[1], &cw = in[2], &cb = in[3], &cs = in[4], &xp = in[5], &dp = in[6],
+                     &dbias = in[7], &A = in[8], &D = in[9], &ss = in[10];
+      static const char* const kNames[14] = {"xz", "mask", "conv_weight", "conv_bias", "conv_state", "x_proj", "dt_proj",
+                                             "dt_bias", "A", "D", "ssm_state", "dt_norm", "b_norm", "c_norm"};
+      for (size_t i : {1, 2, 3, 4, 5, 6, 11, 12, 13}) expect_type(in[i], op, kNames[i], xz.type);
+      for (size_t i : {7, 8, 9, 10}) expect_type(in[i], op, kNames[i], kF32);
+      const ShapeRef norms[3] = {in[11].shape(), in[12].shape(), in[13].shape()};
+      MambaMixerArgs a;
+      mamba_mixer_check(xz.shape(), mask.shape(), cw.shape(), cb.shape(), cs.shape(), xp.shape(), dp.shape(),
+                        dbias.shape(), A.shape(), D.shape(), ss.shape(), norms, a);
+      a.dtype = dtype_of(xz.type, op);
+      a.eps = eps;
+      a.xz = xz.data, a.mask = mask.data, a.conv_weight = cw.data, a.conv_bias = cb.present() ? cb.data : nullptr;
+      a.conv_state = cs.data, a.x_proj = xp.data, a.dt_proj = dp.data;
+      a.dt_bias = dbias.present() ? static_cast<const float*>(dbias.data) : nullptr;
+      a.A = static_cast<const float*>(A.data), a.D = static_cast<const float*>(D.data);
+      a.ssm_state = static_cast<const float*>(ss.data);
+      for (int g = 0; g < 3; ++g) a.norm[g] = in[11 + g].present() ? in[11 + g].data : nullptr;
+      a.y = output(ctx, 0, {a.B, a.T, a.E});
+      a.conv_state_out = output(ctx, 1, {a.B, a.E, a.K - 1});
+      a.ssm_state_out = static_cast<float*>(output(ctx, 2, {a.B, a.E, a.N}));
+      if (ep == Ep::cpu) {
+        mamba_mixer_cpu(a, OrtParallel(ctx));
+      } else {
+#ifdef HUBMOE_WITH_CUDA
+        void* stream = nullptr;
+        check(api().KernelContext_GetGPUComputeStream(ctx, &stream));
+        const size_t bytes = runner->workspace_bytes(a, allow_decode);
+        Scratch scratch(ctx, xz.value, bytes, op);
+        runner->run(a, scratch.p, bytes, stream, allow_decode);
+#endif
+      }
+    });
+  }
+};
+
+OrtStatusPtr infer_mamba_mixer(const OrtCustomOp*, OrtShapeInferContext* ctx) noexcept {
+  TypeShape xz, cs, ss;
+  if (OrtStatus* e = get_type_shape(ctx, 0, xz)) return e;
+  if (OrtStatus* e = get_type_shape(ctx, 4, cs)) return e;
+  if (OrtStatus* e = get_type_shape(ctx, 10, ss)) return e;
+  if (xz.dims.size() == 3) {
+    TypeShape y = xz;
+    y.dims[2] = xz.dims[2] >= 0 ? xz.dims[2] / 2 : -1;
+    y.syms[2] = "";
+    if (OrtStatus* e = set_type_shape(ctx, 0, y)) return e;
+  }
+  if (OrtStatus* e = set_type_shape(ctx, 1, cs)) return e;
+  return set_type_shape(ctx, 2, ss);
+}
+
+struct MambaMixerOp : Ort::CustomOpBase<MambaMixerOp, MambaMixerKernel, true> {
+  Ep ep_;
+  ONNXTensorElementDataType t_;
+  MambaMixerOp(Ep ep, ONNXTensorElementDataType t) : ep_(ep), t_(t) { OrtCustomOp::InferOutputShapeFn = infer_mamba_mixer; }
+  OrtStatusPtr CreateKernelV2(const OrtApi&, const OrtKernelInfo* info, void** kernel) const {
+    return guarded("MambaMixer", [&] { *kernel = new MambaMixerKernel(info, ep_); });
+  }
+  const char* GetName() const { return "MambaMixer"; }
+  const char* GetExecutionProviderType() const { return ep_name(ep_); }
+  size_t GetInputTypeCount() const { return 14; }
+  ONNXTensorElementDataType GetInputType(size_t i) const { return (i >= 7 && i <= 10) ? kF32 : t_; }
+  OrtCustomOpInputOutputCharacteristic GetInputCharacteristic(size_t i) const {
+    return (i == 3 || i == 7 || i >= 11) ? INPUT_OUTPUT_OPTIONAL : INPUT_OUTPUT_REQUIRED;
+  }
+  size_t GetOutputTypeCount() const { return 3; }
+  ONNXTensorElementDataType GetOutputType(size_t i) const { return i == 2 ? kF32 : t_; }
+};
+
 // ─── Registration ─────────────────────────────────────────────────────────────────────────────────────────────
 
 struct OpSet {
@@ -802,6 +896,7 @@ struct OpSet {
         ops.emplace_back(new NextTokenOp(ep, t));
         ops.emplace_back(new SplitRmsNormOp(ep, t));
         ops.emplace_back(new MambaConvOp(ep, t));
+        ops.emplace_back(new MambaMixerOp(ep, t));
       }
     }
   }

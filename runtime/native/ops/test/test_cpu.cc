@@ -10,6 +10,7 @@
 #include "split_rms_norm_tests.h"
 #include "static_attention_mask_tests.h"
 #include "mamba_conv_tests.h"
+#include "mamba_mixer_tests.h"
 #include "sparse_linear_tests.h"
 
 using namespace testutil;
@@ -370,6 +371,7 @@ int main() {
   test_split_rms_norm(t);
   test_static_mask(t);
   test_mamba_conv(t);
+  test_mamba_mixer(t);
   t.print_worst();
   std::printf("%s: %d passed, %d failed\n", t.failed ? "FAILED" : "ok", t.passed, t.failed);
   return t.failed ? 1 : 0;

@@ -620,6 +620,7 @@ void copy_bandwidth() {
 #include "split_rms_norm_tests.h"
 #include "static_attention_mask_tests.h"
 #include "mamba_conv_tests.h"
+#include "mamba_mixer_tests.h"
 
 namespace {
 
@@ -729,6 +730,121 @@ void mamba_conv_correctness(Tally& t) {
     }
 }
 
+// MambaMixer on CUDA against the definition: the CPU test's problems and decode rows at real sizes (Jamba-v0.1:
+// E = 8192, N = 16, dt_rank 256 with norms, batch 1, 3 and 16; BlackMamba-2.8B: E = 2944, dt_rank 92, no norms), each
+// through the decode path where it applies and through the chain; batch 5 (past the decode path) and a 64-token
+// prefill. The decode path must give the same bytes when run twice.
+struct MixerDev {
+  Dev xz, mask, cw, cb, cs, xp, dp, db, A, D, ss, n0, n1, n2, y, cs_out, ss_out;
+  hubmoe::MambaMixerArgs args;
+  explicit MixerDev(const MambaMixerProblem& p)
+      : xz(dev(p.xz)), mask(dev(p.mask)), cw(dev(p.conv_w)), cb(dev(p.conv_b)), cs(dev(p.conv_state)), xp(dev(p.x_proj)),
+        dp(dev(p.dt_proj)), db(dev(p.dt_bias)), A(dev(p.A)), D(dev(p.D)), ss(dev(p.ssm_state)), n0(dev(p.norm[0])),
+        n1(dev(p.norm[1])), n2(dev(p.norm[2])),
+        y(std::max<size_t>(1, p.s.B * p.s.T * p.s.E) * hubmoe::dtype_size(p.dtype)),
+        cs_out(std::max<size_t>(1, p.s.B * p.s.E * (p.s.K - 1)) * hubmoe::dtype_size(p.dtype)),
+        ss_out(std::max<size_t>(1, p.s.B * p.s.E * p.s.N) * 4) {
+    args = p.args(y.p, cs_out.p, ss_out.as<float>());
+    args.xz = xz.p, args.mask = mask.p, args.conv_weight = cw.p, args.conv_bias = p.s.conv_bias ? cb.p : nullptr;
+    args.conv_state = cs.p, args.x_proj = xp.p, args.dt_proj = dp.p, args.dt_bias = p.s.dt_bias ? db.as<float>() : nullptr;
+    args.A = A.as<float>(), args.D = D.as<float>(), args.ssm_state = ss.as<float>();
+    const void* n[3] = {n0.p, n1.p, n2.p};
+    for (int g = 0; g < 3; ++g) args.norm[g] = p.s.norms ? n[g] : nullptr;
+  }
+};
+
+std::vector<MambaMixerShape> mamba_mixer_cuda_shapes() {
+  std::vector<MambaMixerShape> v = mamba_mixer_shapes();
+  v.push_back({1, 1, 8192, 4, 16, 256, true, true, true});    // Jamba-v0.1 decode
+  v.push_back({3, 1, 8192, 4, 16, 256, true, true, true});    // batch 3
+  v.push_back({16, 1, 8192, 4, 16, 256, true, true, true});   // batch 16 (the chain)
+  v.push_back({1, 1, 2944, 4, 16, 92, false, true, true});    // BlackMamba-2.8B decode
+  v.push_back({4, 1, 2944, 4, 16, 92, false, true, true});
+  v.push_back({5, 1, 1024, 4, 16, 64, true, true, true});     // past the decode path's rows: the chain
+  v.push_back({1, 64, 2944, 4, 16, 92, false, true, true});   // prefill
+  v.push_back({2, 1, 1000, 4, 64, 40, true, false, true});    // E not a multiple of the chunks, N = 64
+  return v;
+}
+
+void mamba_mixer_correctness(Tally& t) {
+  uint64_t seed = 9800;
+  hc::MambaMixerRunner runner;
+  for (DType dt : {DType::f32, DType::f16})
+    for (const MambaMixerShape& s : mamba_mixer_cuda_shapes()) {
+      MambaMixerProblem p = make_mamba_mixer(s, dt, seed++);
+      const MambaMixerWant want = mamba_mixer_ref(p);
+      MixerDev d(p);
+      const bool decode = hc::MambaMixerRunner::decode_path(d.args);
+      for (bool allow : {true, false}) {
+        if (allow == false && !decode) continue;  // the chain was the only path
+        const size_t bytes = runner.workspace_bytes(d.args, allow);
+        Dev ws(std::max<size_t>(bytes, 1));
+        std::vector<uint8_t> first;
+        for (int rep = 0; rep < (allow && decode ? 2 : 1); ++rep) {
+          CK(cudaMemset(d.y.p, 0, d.y.bytes));
+          runner.run(d.args, ws.p, bytes, nullptr, allow);
+          CK(cudaDeviceSynchronize());
+          std::vector<uint8_t> hy = d.y.host(), hc_ = d.cs_out.host(), hs = d.ss_out.host();
+          if (rep == 1) {
+            std::vector<uint8_t> all = hy;
+            all.insert(all.end(), hs.begin(), hs.end());
+            t.check(all == first, p.name(" CUDA decode path, run twice: same bytes"), all == first ? 0 : 1, 0);
+            break;
+          }
+          first = hy;
+          first.insert(first.end(), hs.begin(), hs.end());
+          std::vector<float> ssf(want.ssm_state.size());
+          std::memcpy(ssf.data(), hs.data(), ssf.size() * 4);
+          const double err = std::max({rel_err(read(hy.data(), want.y.size(), dt), want.y, 1e-3),
+                                       rel_err(read(hc_.data(), want.conv_state.size(), dt), want.conv_state, 1e-3),
+                                       rel_err(std::vector<double>(ssf.begin(), ssf.end()), want.ssm_state, 1e-3)});
+          t.check_err(p.name(decode && allow ? " CUDA decode path" : " CUDA chain"), err, mamba_mixer_tol(dt));
+        }
+      }
+    }
+}
+
+// GPU time of one call, from a CUDA graph of 20 calls replayed (what the ORT CUDA graph replays), µs per call.
+template <typename F>
+double graph_time_us(F&& fn, cudaStream_t s) {
+  fn();
+  CK(cudaStreamSynchronize(s));
+  cudaGraph_t g;
+  cudaGraphExec_t ge;
+  CK(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal));
+  for (int i = 0; i < 20; ++i) fn();
+  CK(cudaStreamEndCapture(s, &g));
+  CK(cudaGraphInstantiate(&ge, g, 0));
+  const double us = time_us([&] { CK(cudaGraphLaunch(ge, s)); }, 3, 20, s) / 20.0;
+  CK(cudaGraphExecDestroy(ge));
+  CK(cudaGraphDestroy(g));
+  return us;
+}
+
+// Decode step of the mixer at Jamba-v0.1's and BlackMamba-2.8B's sizes: the decode path against the chain of the
+// separate ops' kernels and cuBLAS (what the fused graph ran before MambaMixer), fp16, in CUDA graphs.
+void mamba_mixer_timing() {
+  cudaStream_t s;
+  CK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
+  hc::MambaMixerRunner runner;
+  std::printf("MambaMixer decode, fp16, µs per call in a replayed CUDA graph (decode path / chain):\n");
+  const MambaMixerShape shapes[] = {{1, 1, 8192, 4, 16, 256, true, true, true}, {4, 1, 8192, 4, 16, 256, true, true, true},
+                                    {1, 1, 2944, 4, 16, 92, false, true, true}, {4, 1, 2944, 4, 16, 92, false, true, true}};
+  for (const MambaMixerShape& sh : shapes) {
+    MambaMixerProblem p = make_mamba_mixer(sh, DType::f16, 42);
+    MixerDev d(p);
+    double us[2];
+    for (int allow = 1; allow >= 0; --allow) {
+      const size_t bytes = runner.workspace_bytes(d.args, allow);
+      Dev ws(std::max<size_t>(bytes, 1));
+      us[1 - allow] = graph_time_us([&] { runner.run(d.args, ws.p, bytes, s, allow); }, s);
+    }
+    std::printf("  B=%lld E=%lld N=%lld R=%lld%s: %.1f / %.1f us (%.2fx)\n", (long long)sh.B, (long long)sh.E,
+                (long long)sh.N, (long long)sh.R, sh.norms ? " norms" : "", us[0], us[1], us[1] / us[0]);
+  }
+  CK(cudaStreamDestroy(s));
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -752,6 +868,13 @@ int main(int argc, char** argv) {
     split_rms_correctness(t);
     static_mask_correctness(t);
     mamba_conv_correctness(t);
+    mamba_mixer_correctness(t);
+    std::printf("%s: %d passed, %d failed\n", t.failed ? "FAILED" : "ok", t.passed, t.failed);
+    return t.failed ? 1 : 0;
+  }
+  if (argc > 1 && std::strcmp(argv[1], "--mixer") == 0) {
+    mamba_mixer_correctness(t);
+    mamba_mixer_timing();
     std::printf("%s: %d passed, %d failed\n", t.failed ? "FAILED" : "ok", t.passed, t.failed);
     return t.failed ? 1 : 0;
   }
@@ -772,6 +895,7 @@ int main(int argc, char** argv) {
   split_rms_correctness(t);
   static_mask_correctness(t);
   mamba_conv_correctness(t);
+  mamba_mixer_correctness(t);
   std::printf("max error vs CPU kernels: SparseLinear fp32 %.2e fp16 %.2e\n", l32, l16);
   std::printf("max error vs CPU kernels: SelectiveScan fp32 %.2e fp16 %.2e; MoE fp32 %.2e fp16 %.2e\n", s32, s16, m32,
               m16);
@@ -783,6 +907,7 @@ int main(int argc, char** argv) {
     moe_big(t);
     moe_input_major_timing(t);
     sparse_timing();
+    mamba_mixer_timing();
   }
   std::printf("%s: %d passed, %d failed\n", t.failed ? "FAILED" : "ok", t.passed, t.failed);
   return t.failed ? 1 : 0;

@@ -19,6 +19,7 @@
 #include "split_rms_norm_tests.h"
 #include "static_attention_mask_tests.h"
 #include "mamba_conv_tests.h"
+#include "mamba_mixer_tests.h"
 #include "sparse_linear_tests.h"
 
 using namespace testutil;
@@ -511,6 +512,72 @@ void mamba_conv_case(Tally& t, DType dt, bool bias) {
   });
 }
 
+// The whole mixer in one node with symbolic batch and sequence: outputs' shapes inferred (an Identity after each),
+// with and without the norms and biases; a missing norm reported at run.
+void mamba_mixer_case(Tally& t, DType dt, bool full) {
+  const MambaMixerShape sh{2, 5, 6, 4, 3, 4, full, full, full};
+  MambaMixerProblem p = make_mamba_mixer(sh, dt, 9900 + (int)dt + (full ? 10 : 0));
+  const MambaMixerWant want = mamba_mixer_ref(p);
+  const int64_t E = sh.E, K = sh.K, N = sh.N, R = sh.R, J = p.J();
+  const std::vector<std::string> names = {"xz", "mask", "cw", full ? "cb" : "", "cs", "xp", "dp", full ? "db" : "",
+                                          "A", "D", "ss", full ? "n0" : "", full ? "n1" : "", full ? "n2" : ""};
+  std::vector<onnxw::Msg> nodes = {
+      onnxw::node("MambaMixer", "ai.hubmoe", names, {"y_raw", "cs_raw", "ss_raw"}, {}, "mixer"),
+      onnxw::node("Identity", "", {"y_raw"}, {"y"}, {}, "iy"), onnxw::node("Identity", "", {"cs_raw"}, {"cs_out"}, {}, "ic"),
+      onnxw::node("Identity", "", {"ss_raw"}, {"ss_out"}, {}, "is")};
+  const auto f32 = elem(DType::f32);
+  std::vector<onnxw::Msg> in = {onnxw::value_info("xz", elem(dt), {-1, -1, 2 * E}), onnxw::value_info("mask", elem(dt), {-1, -1, 1}),
+                                onnxw::value_info("cw", elem(dt), {E, 1, K}),        onnxw::value_info("cs", elem(dt), {-1, E, K - 1}),
+                                onnxw::value_info("xp", elem(dt), {E, J}),           onnxw::value_info("dp", elem(dt), {R, E}),
+                                onnxw::value_info("A", f32, {E, N}),                 onnxw::value_info("D", f32, {E}),
+                                onnxw::value_info("ss", f32, {-1, E, N})};
+  std::vector<Feed> feeds = {{"xz", dt, {sh.B, sh.T, 2 * E}, p.xz.data()}, {"mask", dt, {sh.B, sh.T, 1}, p.mask.data()},
+                             {"cw", dt, {E, 1, K}, p.conv_w.data()},       {"cs", dt, {sh.B, E, K - 1}, p.conv_state.data()},
+                             {"xp", dt, {E, J}, p.x_proj.data()},          {"dp", dt, {R, E}, p.dt_proj.data()},
+                             {"A", DType::f32, {E, N}, p.A.data()},        {"D", DType::f32, {E}, p.D.data()},
+                             {"ss", DType::f32, {sh.B, E, N}, p.ssm_state.data()}};
+  if (full) {
+    in.push_back(onnxw::value_info("cb", elem(dt), {E}));
+    in.push_back(onnxw::value_info("db", f32, {E}));
+    in.push_back(onnxw::value_info("n0", elem(dt), {R}));
+    in.push_back(onnxw::value_info("n1", elem(dt), {N}));
+    in.push_back(onnxw::value_info("n2", elem(dt), {N}));
+    feeds.push_back({"cb", dt, {E}, p.conv_b.data()});
+    feeds.push_back({"db", DType::f32, {E}, p.dt_bias.data()});
+    feeds.push_back({"n0", dt, {R}, p.norm[0].data()});
+    feeds.push_back({"n1", dt, {N}, p.norm[1].data()});
+    feeds.push_back({"n2", dt, {N}, p.norm[2].data()});
+  }
+  std::vector<onnxw::Msg> out = {onnxw::value_info("y", elem(dt), {-1, -1, E}), onnxw::value_info("cs_out", elem(dt), {-1, E, K - 1}),
+                                 onnxw::value_info("ss_out", f32, {-1, E, N})};
+  const std::string what = p.name(" through ORT, symbolic batch and sequence");
+  try {
+    Ort::Session sess = make_session(onnxw::model(nodes, in, out));
+    auto got = run(sess, feeds, {"y", "cs_out", "ss_out"});
+    const bool shapes = got[0].GetTensorTypeAndShapeInfo().GetShape() == std::vector<int64_t>{sh.B, sh.T, E} &&
+                        got[1].GetTensorTypeAndShapeInfo().GetShape() == std::vector<int64_t>{sh.B, E, K - 1} &&
+                        got[2].GetTensorTypeAndShapeInfo().GetShape() == std::vector<int64_t>{sh.B, E, N};
+    t.check(shapes, what + " output shapes", 0, 0);
+    const double err = std::max({rel_err(values(got[0]), want.y, 1e-3), rel_err(values(got[1]), want.conv_state, 1e-3),
+                                 rel_err(values(got[2]), want.ssm_state, 1e-3)});
+    t.check_err(what, err, mamba_mixer_tol(dt));
+  } catch (const std::exception& e) {
+    std::printf("FAIL %s: %s\n", what.c_str(), e.what());
+    t.failed++;
+  }
+  if (dt != DType::f32 || !full) return;
+  expect_error(t, "ORT MambaMixer two of the three norms is reported at run", "must be all present or all absent, got 2 of them", [&] {
+    std::vector<onnxw::Msg> nodes2 = nodes;
+    std::vector<std::string> n2 = names;
+    n2[13] = "";
+    nodes2[0] = onnxw::node("MambaMixer", "ai.hubmoe", n2, {"y_raw", "cs_raw", "ss_raw"}, {}, "mixer");
+    std::vector<onnxw::Msg> in2(in.begin(), in.end() - 1);
+    std::vector<Feed> f2(feeds.begin(), feeds.end() - 1);
+    Ort::Session s = make_session(onnxw::model(nodes2, in2, out), true);
+    run(s, f2, {"y", "cs_out", "ss_out"}, true);
+  });
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -568,6 +635,8 @@ int main(int argc, char** argv) {
   for (DType dt : {DType::f32, DType::f16}) {
     mamba_conv_case(t, dt, true);
     mamba_conv_case(t, dt, false);
+    mamba_mixer_case(t, dt, true);
+    mamba_mixer_case(t, dt, false);
   }
   std::printf("%s: %d passed, %d failed\n", t.failed ? "FAILED" : "ok", t.passed, t.failed);
   return t.failed ? 1 : 0;
