@@ -128,6 +128,16 @@ export function renderScapSection(scap: ScapSpec): string {
   return lines.join('\n');
 }
 
+/** The ai.hubmoe operators a fused model's graph uses besides the small fused ones (norms, masks, next token). */
+function fusedOps(spec: ModelSpec): string[] {
+  const kinds = new Set(spec.blocks.map((b) => b.op.kind));
+  const ops: string[] = [];
+  if (kinds.has('mamba')) ops.push('MambaMixer');
+  if (kinds.has('moe')) ops.push('MoE');
+  if (spec.scap) ops.push('SparseLinear');
+  return ops;
+}
+
 function onnxFiles(spec: ModelSpec): string[] {
   const dtypes = spec.export?.dtypes ?? ['fp32'];
   return dtypes.map((d) => (d === 'fp16' ? 'onnx/model_fp16.onnx' : 'onnx/model.onnx'));
@@ -173,7 +183,7 @@ export function renderModelCard(spec: ModelSpec, opts: ModelCardOptions): string
   const params = active !== total ? `${formatCount(total)} parameters, ${formatCount(active)} active per token` : `${formatCount(total)} parameters`;
   const targetText =
     target === 'fused'
-      ? `\`fused\`: uses hubmoe's own \`ai.hubmoe\` operators (SelectiveScan, MoE${spec.scap ? ', SparseLinear' : ''}); runs through hubmoe's native backend, not stock ONNX Runtime`
+      ? `\`fused\`: uses hubmoe's own \`ai.hubmoe\` operators (${fusedOps(spec).join(', ')}); runs through hubmoe's native backend, not stock ONNX Runtime`
       : '`portable`: ONNX Runtime built-in operators only; runs on stock onnxruntime-node, onnxruntime-web and transformers.js';
   const dtypeText = dtypes.map((d) => `${d} (\`${d === 'fp16' ? 'onnx/model_fp16.onnx' : 'onnx/model.onnx'}\`)`).join(', ');
 

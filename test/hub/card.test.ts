@@ -62,6 +62,11 @@ describe('model card', () => {
     const card = renderModelCard(spec, { repoId: 'me/x' });
     expect(card).toContain("hubmoe's native backend");
     expect(card).toContain("{ dtype: 'fp16' }");
+    // The operators named are those the model's blocks use.
+    const kinds = new Set(spec.blocks.map((b) => b.op.kind));
+    const named = ['MambaMixer', 'MoE', 'SparseLinear'].filter((op) => card.includes(op));
+    expect(named).toEqual([...(kinds.has('mamba') ? ['MambaMixer'] : []), ...(kinds.has('moe') ? ['MoE'] : [])]);
+    expect(named.length).toBeGreaterThan(0);
   });
 
   it('renders a SCAP section from spec.scap (settings, perplexities, a table per layer type), and lets a caller replace it', () => {
