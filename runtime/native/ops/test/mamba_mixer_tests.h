@@ -23,14 +23,15 @@ struct MambaMixerProblem {
   MambaMixerShape s{};
   DType dtype = DType::f32;
   float eps = 1e-6f;
-  Buf xz, mask, conv_w, conv_b, conv_state, x_proj, dt_proj, dt_bias, A, D, ssm_state, norm[3];
+  MambaConvProblem conv;  // xz, mask, the conv's weight, bias and state
+  Buf x_proj, dt_proj, dt_bias, A, D, ssm_state, norm[3];
   int64_t J() const { return s.R + 2 * s.N; }
   // Host pointers (the CPU kernel); tests on the device overwrite the pointers.
   hubmoe::MambaMixerArgs args(void* y, void* conv_out, float* ssm_out) const {
     hubmoe::MambaMixerArgs a;
     a.B = s.B, a.T = s.T, a.E = s.E, a.K = s.K, a.N = s.N, a.R = s.R, a.dtype = dtype, a.eps = eps;
-    a.xz = xz.data(), a.mask = mask.data(), a.conv_weight = conv_w.data(), a.conv_bias = s.conv_bias ? conv_b.data() : nullptr;
-    a.conv_state = conv_state.data(), a.x_proj = x_proj.data(), a.dt_proj = dt_proj.data();
+    a.xz = conv.xz.data(), a.mask = conv.mask.data(), a.conv_weight = conv.weight.data();
+    a.conv_bias = s.conv_bias ? conv.bias.data() : nullptr, a.conv_state = conv.state.data(), a.x_proj = x_proj.data(), a.dt_proj = dt_proj.data();
     a.dt_bias = s.dt_bias ? static_cast<const float*>(dt_bias.data()) : nullptr;
     a.A = static_cast<const float*>(A.data()), a.D = static_cast<const float*>(D.data());
     a.ssm_state = static_cast<const float*>(ssm_state.data());
@@ -50,18 +51,11 @@ struct MambaMixerProblem {
 // Row b has its first min(b, T − 1) positions padded (mask 0, with non-zero xz there). Weights are scaled so that
 // every stage stays of order one (x_proj and dt_proj by 1/√fan-in); dt_bias shifts Δ towards Mamba's usual range.
 inline MambaMixerProblem make_mamba_mixer(const MambaMixerShape& s, DType t, uint64_t seed) {
-  Rng r(seed);
   MambaMixerProblem p;
   p.s = s, p.dtype = t;
-  const int64_t B = s.B, T = s.T, E = s.E, K = s.K, N = s.N, R = s.R, J = R + 2 * N;
-  p.xz = make_buf(r.vec(static_cast<size_t>(B * T * 2 * E), -2.0, 2.0), t);
-  std::vector<double> m(static_cast<size_t>(B * T), 1.0);
-  for (int64_t b = 0; b < B; ++b)
-    for (int64_t i = 0; i < std::min<int64_t>(b, T - 1); ++i) m[b * T + i] = 0.0;
-  p.mask = make_buf(m, t);
-  p.conv_w = make_buf(r.vec(static_cast<size_t>(E * K), -0.6, 0.6), t);
-  p.conv_b = make_buf(r.vec(static_cast<size_t>(E), -0.3, 0.3), t);
-  p.conv_state = make_buf(r.vec(static_cast<size_t>(B * E * (K - 1)), -1.5, 1.5), t);
+  p.conv = make_mamba_conv(s.B, s.T, s.E, s.K, s.conv_bias, t, seed);
+  Rng r(seed ^ 0x9e3779b97f4a7c15ull);
+  const int64_t B = s.B, E = s.E, N = s.N, R = s.R, J = R + 2 * N;
   const double sx = 1.7 / std::sqrt(static_cast<double>(E)), sd = 1.7 / std::sqrt(static_cast<double>(R));
   p.x_proj = make_buf(r.vec(static_cast<size_t>(E * J), -sx, sx), t);
   p.dt_proj = make_buf(r.vec(static_cast<size_t>(R * E), -sd, sd), t);
@@ -89,10 +83,7 @@ inline MambaMixerWant mamba_mixer_ref(const MambaMixerProblem& p) {
   const MambaMixerShape& s = p.s;
   const int64_t B = s.B, T = s.T, E = s.E, N = s.N, R = s.R, J = p.J(), S = B * T;
   const DType t = p.dtype;
-  MambaConvProblem c;
-  c.dtype = t, c.B = B, c.T = T, c.E = E, c.K = s.K, c.has_bias = s.conv_bias;
-  c.xz = p.xz, c.mask = p.mask, c.weight = p.conv_w, c.bias = p.conv_b, c.state = p.conv_state;
-  const MambaConvWant cw = mamba_conv_ref(c);
+  const MambaConvWant cw = mamba_conv_ref(p.conv);
   MambaMixerWant w;
   w.conv_state = cw.state;
   std::vector<double> u(cw.u.size());
@@ -137,7 +128,7 @@ inline MambaMixerWant mamba_mixer_ref(const MambaMixerProblem& p) {
           y += Cm[r * N + n] * h[n];
         }
         y += p.D.vals[e] * u[i];
-        const double z = p.xz.vals[r * 2 * E + E + e];
+        const double z = p.conv.xz.vals[r * 2 * E + E + e];
         w.y[i] = y * z / (1.0 + std::exp(-z));
       }
     }
@@ -188,14 +179,14 @@ inline void test_mamba_mixer(Tally& t) {
         return make_buf(v, dt);
       };
       MambaMixerProblem a = p, b = p;
-      a.s.T = T1, b.s.T = T2;
-      a.xz = part(p.xz, 0, T1, 2 * E), a.mask = part(p.mask, 0, T1, 1);
-      b.xz = part(p.xz, T1, T2, 2 * E), b.mask = part(p.mask, T1, T2, 1);
+      a.s.T = a.conv.T = T1, b.s.T = b.conv.T = T2;
+      a.conv.xz = part(p.conv.xz, 0, T1, 2 * E), a.conv.mask = part(p.conv.mask, 0, T1, 1);
+      b.conv.xz = part(p.conv.xz, T1, T2, 2 * E), b.conv.mask = part(p.conv.mask, T1, T2, 1);
       Buf ya = zeros(static_cast<size_t>(s.B * T1 * E), dt), ca = zeros(cs.size(), dt);
       std::vector<float> sa(ss.size());
       hubmoe::mamba_mixer_cpu(a.args(ya.data(), ca.data(), sa.data()), threads);
-      b.conv_state = ca;
-      b.conv_state.vals = read(ca.data(), ca.size(), dt);
+      b.conv.state = ca;
+      b.conv.state.vals = read(ca.data(), ca.size(), dt);
       b.ssm_state = make_buf(std::vector<double>(sa.begin(), sa.end()), DType::f32);
       Buf yb = zeros(static_cast<size_t>(s.B * T2 * E), dt), cb = zeros(cs.size(), dt);
       std::vector<float> sb(ss.size());

@@ -738,7 +738,8 @@ struct MixerDev {
   Dev xz, mask, cw, cb, cs, xp, dp, db, A, D, ss, n0, n1, n2, y, cs_out, ss_out;
   hubmoe::MambaMixerArgs args;
   explicit MixerDev(const MambaMixerProblem& p)
-      : xz(dev(p.xz)), mask(dev(p.mask)), cw(dev(p.conv_w)), cb(dev(p.conv_b)), cs(dev(p.conv_state)), xp(dev(p.x_proj)),
+      : xz(dev(p.conv.xz)), mask(dev(p.conv.mask)), cw(dev(p.conv.weight)), cb(dev(p.conv.bias)), cs(dev(p.conv.state)),
+        xp(dev(p.x_proj)),
         dp(dev(p.dt_proj)), db(dev(p.dt_bias)), A(dev(p.A)), D(dev(p.D)), ss(dev(p.ssm_state)), n0(dev(p.norm[0])),
         n1(dev(p.norm[1])), n2(dev(p.norm[2])),
         y(std::max<size_t>(1, p.s.B * p.s.T * p.s.E) * hubmoe::dtype_size(p.dtype)),

@@ -531,8 +531,8 @@ void mamba_mixer_case(Tally& t, DType dt, bool full) {
                                 onnxw::value_info("xp", elem(dt), {E, J}),           onnxw::value_info("dp", elem(dt), {R, E}),
                                 onnxw::value_info("A", f32, {E, N}),                 onnxw::value_info("D", f32, {E}),
                                 onnxw::value_info("ss", f32, {-1, E, N})};
-  std::vector<Feed> feeds = {{"xz", dt, {sh.B, sh.T, 2 * E}, p.xz.data()}, {"mask", dt, {sh.B, sh.T, 1}, p.mask.data()},
-                             {"cw", dt, {E, 1, K}, p.conv_w.data()},       {"cs", dt, {sh.B, E, K - 1}, p.conv_state.data()},
+  std::vector<Feed> feeds = {{"xz", dt, {sh.B, sh.T, 2 * E}, p.conv.xz.data()}, {"mask", dt, {sh.B, sh.T, 1}, p.conv.mask.data()},
+                             {"cw", dt, {E, 1, K}, p.conv.weight.data()},  {"cs", dt, {sh.B, E, K - 1}, p.conv.state.data()},
                              {"xp", dt, {E, J}, p.x_proj.data()},          {"dp", dt, {R, E}, p.dt_proj.data()},
                              {"A", DType::f32, {E, N}, p.A.data()},        {"D", DType::f32, {E}, p.D.data()},
                              {"ss", DType::f32, {sh.B, E, N}, p.ssm_state.data()}};
@@ -542,7 +542,7 @@ void mamba_mixer_case(Tally& t, DType dt, bool full) {
     in.push_back(onnxw::value_info("n0", elem(dt), {R}));
     in.push_back(onnxw::value_info("n1", elem(dt), {N}));
     in.push_back(onnxw::value_info("n2", elem(dt), {N}));
-    feeds.push_back({"cb", dt, {E}, p.conv_b.data()});
+    feeds.push_back({"cb", dt, {E}, p.conv.bias.data()});
     feeds.push_back({"db", DType::f32, {E}, p.dt_bias.data()});
     feeds.push_back({"n0", dt, {R}, p.norm[0].data()});
     feeds.push_back({"n1", dt, {N}, p.norm[1].data()});
