@@ -25,6 +25,18 @@ struct MambaConvProblem {
     a.state = state.data(), a.u = u, a.z = z, a.state_out = state_out;
     return a;
   }
+  // Time steps [from, from + len) of every row, with the same state.
+  MambaConvProblem slice(int64_t from, int64_t len) const {
+    auto part = [&](const Buf& src, int64_t width) {
+      std::vector<double> v;
+      for (int64_t b = 0; b < B; ++b)
+        for (int64_t i = 0; i < len * width; ++i) v.push_back(src.vals[(b * T + from) * width + i]);
+      return make_buf(v, dtype);
+    };
+    MambaConvProblem q = *this;
+    q.T = len, q.xz = part(xz, 2 * E), q.mask = part(mask, 1);
+    return q;
+  }
   std::string name(const char* extra = "") const {
     char b[180];
     std::snprintf(b, sizeof b, "MambaConv %s B=%lld T=%lld E=%lld K=%lld%s%s", hubmoe::dtype_name(dtype), (long long)B,
@@ -107,16 +119,7 @@ inline void test_mamba_conv(Tally& t) {
       if (p.T < 2 || p.B == 0) continue;
       // The sequence in two calls, the first one's state_out feeding the second: the same bytes as one call.
       const int64_t T1 = p.T / 2, T2 = p.T - T1;
-      auto part = [&](const Buf& src, int64_t from, int64_t len, int64_t width) {
-        std::vector<double> v;
-        for (int64_t b = 0; b < p.B; ++b)
-          for (int64_t i = 0; i < len * width; ++i) v.push_back(src.vals[(b * p.T + from) * width + i]);
-        return make_buf(v, dt);
-      };
-      MambaConvProblem a = p, b = p;
-      a.T = T1, b.T = T2;
-      a.xz = part(p.xz, 0, T1, 2 * p.E), a.mask = part(p.mask, 0, T1, 1);
-      b.xz = part(p.xz, T1, T2, 2 * p.E), b.mask = part(p.mask, T1, T2, 1);
+      MambaConvProblem a = p.slice(0, T1), b = p.slice(T1, T2);
       Buf ua = zeros(static_cast<size_t>(p.B * T1 * p.E), dt), za = ua, sa = zeros(want.state.size(), dt);
       hubmoe::mamba_conv_cpu(a.args(ua.data(), za.data(), sa.data()));
       b.state = sa;

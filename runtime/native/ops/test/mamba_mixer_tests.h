@@ -172,16 +172,9 @@ inline void test_mamba_mixer(Tally& t) {
       if (s.T < 2 || s.B == 0) continue;
       // The sequence in two calls, the first one's states feeding the second: the same bytes as one call.
       const int64_t T1 = s.T / 2, T2 = s.T - T1, E = s.E;
-      auto part = [&](const Buf& src, int64_t from, int64_t len, int64_t width) {
-        std::vector<double> v;
-        for (int64_t b = 0; b < s.B; ++b)
-          for (int64_t i = 0; i < len * width; ++i) v.push_back(src.vals[(b * s.T + from) * width + i]);
-        return make_buf(v, dt);
-      };
       MambaMixerProblem a = p, b = p;
-      a.s.T = a.conv.T = T1, b.s.T = b.conv.T = T2;
-      a.conv.xz = part(p.conv.xz, 0, T1, 2 * E), a.conv.mask = part(p.conv.mask, 0, T1, 1);
-      b.conv.xz = part(p.conv.xz, T1, T2, 2 * E), b.conv.mask = part(p.conv.mask, T1, T2, 1);
+      a.s.T = T1, b.s.T = T2;
+      a.conv = p.conv.slice(0, T1), b.conv = p.conv.slice(T1, T2);
       Buf ya = zeros(static_cast<size_t>(s.B * T1 * E), dt), ca = zeros(cs.size(), dt);
       std::vector<float> sa(ss.size());
       hubmoe::mamba_mixer_cpu(a.args(ya.data(), ca.data(), sa.data()), threads);
