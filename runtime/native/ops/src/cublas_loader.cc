@@ -1,8 +1,11 @@
 #include "cublas_loader.h"
 
+#include "common.h"
+
 #include <dlfcn.h>
 
 #include <cstdlib>
+#include <string>
 #include <vector>
 
 namespace hubmoe {
@@ -57,6 +60,33 @@ const Cublas* load_cublas(std::string* why) {
   static Loaded l = load();
   if (!l.ok && why) *why = l.why;
   return l.ok ? &l.api : nullptr;
+}
+
+CublasHandle::~CublasHandle() {
+  if (handle_ && cb_) cb_->destroy(handle_);
+}
+
+Cublas::Handle CublasHandle::bind(const Cublas& cb, cudaStream_t stream, const char* op) {
+  int device = 0;
+  if (const cudaError_t e = cudaGetDevice(&device); e != cudaSuccess)
+    throw OpError(std::string(op) + " (CUDA): cudaGetDevice: " + cudaGetErrorString(e));
+  if (!handle_ || device_ != device) {
+    if (handle_) cb.destroy(handle_);
+    handle_ = nullptr;
+    if (const int st = cb.create(&handle_))
+      throw OpError(std::string(op) + " (CUDA): cublasCreate failed with status " + std::to_string(st));
+    cb_ = &cb;
+    device_ = device;
+  }
+  if (const int st = cb.set_stream(handle_, stream))
+    throw OpError(std::string(op) + " (CUDA): cublasSetStream failed with status " + std::to_string(st));
+  return handle_;
+}
+
+void gemm_check(const Cublas& cb, int status, const char* op, const char* what) {
+  if (status)
+    throw OpError(std::string(op) + " (CUDA): cublasGemmEx (" + what + ") failed: " +
+                  (cb.status_string ? cb.status_string(status) : std::to_string(status)));
 }
 
 }  // namespace cuda

@@ -28,5 +28,26 @@ struct Cublas {
 // The loaded library, or null (why says why). Tries $HUBMOE_CUBLAS, libcublas.so.13, libcublas.so.12.
 const Cublas* load_cublas(std::string* why);
 
+// One runner's cuBLAS handle (a runner belongs to one ORT kernel instance): created on first use for the current
+// device, again after a device change, and bound to the caller's stream by every `bind`. Not locked: callers hold
+// their runner's mutex from `bind` to their last cuBLAS call, so that no other thread rebinds the handle meanwhile.
+class CublasHandle {
+ public:
+  CublasHandle() = default;
+  ~CublasHandle();
+  CublasHandle(const CublasHandle&) = delete;
+  CublasHandle& operator=(const CublasHandle&) = delete;
+  // The handle for the current device, bound to `stream`; errors are OpErrors that start with `op`.
+  Cublas::Handle bind(const Cublas& cb, cudaStream_t stream, const char* op);
+
+ private:
+  const Cublas* cb_ = nullptr;
+  Cublas::Handle handle_ = nullptr;
+  int device_ = -1;
+};
+
+// Throws an OpError "<op> (CUDA): cublasGemmEx (<what>) failed: <status>" unless status is 0.
+void gemm_check(const Cublas& cb, int status, const char* op, const char* what);
+
 }  // namespace cuda
 }  // namespace hubmoe

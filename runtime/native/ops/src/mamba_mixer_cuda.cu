@@ -281,37 +281,23 @@ void run_decode(const MambaMixerArgs& a, void* ws, cudaStream_t s) {
 
 struct MambaMixerRunner::Impl {
   std::mutex mu;
-  Cublas::Handle handle = nullptr;
-  int device = -1;
-  const Cublas* cb = nullptr;
-  ~Impl() {
-    if (handle && cb) cb->destroy(handle);
-  }
+  CublasHandle cublas;
   // Row-major y[M, N] = x[M, K]·W[K, N] (x rows ldx apart), T in and out, fp32 compute.
   void gemm(DType t, int64_t M, int64_t K, int64_t N, const void* x, int64_t ldx, const void* W, void* y,
-            cudaStream_t s) {
+            cudaStream_t s, const char* what) {
     std::string why;
-    cb = load_cublas(&why);
+    const Cublas* cb = load_cublas(&why);
     if (!cb) throw OpError("MambaMixer (CUDA): " + why);
     std::lock_guard<std::mutex> lock(mu);
-    int dev = 0;
-    check_cuda(cudaGetDevice(&dev), "cudaGetDevice");
-    if (!handle || device != dev) {
-      if (handle) cb->destroy(handle);
-      handle = nullptr;
-      if (const int st = cb->create(&handle)) throw OpError("MambaMixer (CUDA): cublasCreate failed with status " + std::to_string(st));
-      device = dev;
-    }
-    if (const int st = cb->set_stream(handle, s))
-      throw OpError("MambaMixer (CUDA): cublasSetStream failed with status " + std::to_string(st));
+    Cublas::Handle h = cublas.bind(*cb, s, "MambaMixer");
     // Row-major y = x·W is column-major yᵀ = Wᵀ·xᵀ with W read as column-major [N, K].
     const cudaDataType dt = t == DType::f16 ? CUDA_R_16F : CUDA_R_32F;
     const float one = 1.f, zero = 0.f;
-    if (const int st = cb->gemm_ex(handle, kCublasOpN, kCublasOpN, static_cast<int>(N), static_cast<int>(M),
-                                   static_cast<int>(K), &one, W, dt, static_cast<int>(N), x, dt, static_cast<int>(ldx),
-                                   &zero, y, dt, static_cast<int>(N), kCublasCompute32F, kCublasGemmDefault))
-      throw OpError(std::string("MambaMixer (CUDA): cublasGemmEx failed: ") +
-                    (cb->status_string ? cb->status_string(st) : std::to_string(st)));
+    gemm_check(*cb,
+               cb->gemm_ex(h, kCublasOpN, kCublasOpN, static_cast<int>(N), static_cast<int>(M), static_cast<int>(K), &one,
+                           W, dt, static_cast<int>(N), x, dt, static_cast<int>(ldx), &zero, y, dt, static_cast<int>(N),
+                           kCublasCompute32F, kCublasGemmDefault),
+               "MambaMixer", what);
   }
 };
 
@@ -371,7 +357,7 @@ void MambaMixerRunner::run(const MambaMixerArgs& a, void* ws, size_t ws_bytes, v
   void* Cm = take(S * a.N * ts);
   void* dt_raw = take(S * a.E * ts);
   mamba_conv(a.conv(u, z), stream);
-  impl_->gemm(a.dtype, S, a.E, a.J(), u, a.E, a.x_proj, xdbl, s);
+  impl_->gemm(a.dtype, S, a.E, a.J(), u, a.E, a.x_proj, xdbl, s, "x_proj");
   const void* dt_in = dt;
   int64_t ld_dt = a.R;
   if (a.norms()) {
@@ -393,7 +379,7 @@ void MambaMixerRunner::run(const MambaMixerArgs& a, void* ws, size_t ws_bytes, v
                                                   static_cast<float*>(Cm), S, static_cast<int>(a.R), static_cast<int>(a.N));
     check_cuda(cudaGetLastError(), "split kernel launch");
   }
-  impl_->gemm(a.dtype, S, a.R, a.E, dt_in, ld_dt, a.dt_proj, dt_raw, s);
+  impl_->gemm(a.dtype, S, a.R, a.E, dt_in, ld_dt, a.dt_proj, dt_raw, s, "dt_proj");
   selective_scan(a.scan(u, z, dt_raw, Bm, Cm), stream);
 }
 

@@ -749,13 +749,10 @@ bool cublas_available(std::string* why) { return load_cublas(why) != nullptr; }
 
 struct MoeRunner::Impl {
   std::mutex mu;
-  Cublas::Handle handle = nullptr;
-  int handle_device = -1;
+  CublasHandle cublas;
   int* pinned = nullptr;
   size_t pinned_count = 0;
   ~Impl() {
-    const Cublas* cb = load_cublas(nullptr);
-    if (handle && cb) cb->destroy(handle);
     if (pinned) cudaFreeHost(pinned);
   }
 };
@@ -971,25 +968,10 @@ void MoeRunner::run(const MoeArgs& a, void* ws, size_t ws_bytes, void* stream_pt
     }
     cuda_check(cudaMemcpyAsync(impl_->pinned, rp.counts, static_cast<size_t>(X) * 4, cudaMemcpyDeviceToHost, s),
                "copy counts");
-    int device = 0;
-    cuda_check(cudaGetDevice(&device), "cudaGetDevice");
-    if (!impl_->handle || impl_->handle_device != device) {
-      if (impl_->handle) cb->destroy(impl_->handle);
-      impl_->handle = nullptr;
-      if (const int st = cb->create(&impl_->handle))
-        throw OpError("MoE (CUDA): cublasCreate failed with status " + std::to_string(st));
-      impl_->handle_device = device;
-    }
-    if (const int st = cb->set_stream(impl_->handle, s))
-      throw OpError("MoE (CUDA): cublasSetStream failed with status " + std::to_string(st));
+    Cublas::Handle handle = impl_->cublas.bind(*cb, s, "MoE");
     cuda_check(cudaStreamSynchronize(s), "stream sync for expert counts");
     const cudaDataType ab = f16 ? CUDA_R_16F : CUDA_R_32F;
     const float one = 1.f, zero = 0.f;
-    auto gemm_check = [&](int st, const char* what) {
-      if (st)
-        throw OpError(std::string("MoE (CUDA): cublasGemmEx (") + what + ") failed: " +
-                      (cb->status_string ? cb->status_string(st) : std::to_string(st)));
-    };
     // Output-major: row-major C[c, n] = A[c, K] · W[n, K]ᵀ is column-major Cᵀ = W·Aᵀ: gemm(T, N, m = n, n = c,
     // k = K, lda = K). Input-major: C[c, n] = A[c, K] · W[K, n], and W read column-major is Wᵀ [n, K]: gemm(N, N,
     // m = n, n = c, k = K, lda = n).
@@ -997,13 +979,13 @@ void MoeRunner::run(const MoeArgs& a, void* ws, size_t ws_bytes, void* stream_pt
     for (int e = 0; e < X; ++e) {
       const int c = impl_->pinned[e];
       if (c) {
-        gemm_check(cb->gemm_ex(impl_->handle, im ? kCublasOpN : kCublasOpT, kCublasOpN, F1, c, H, &one,
+        gemm_check(*cb, cb->gemm_ex(handle, im ? kCublasOpN : kCublasOpT, kCublasOpN, F1, c, H, &one,
                                static_cast<const uint8_t*>(a.fc1) + static_cast<size_t>(e) * F1 * H * ts, ab,
                                im ? F1 : H,
                                xp + static_cast<size_t>(off) * H * ts, ab, H, &zero,
                                static_cast<uint8_t*>(g) + static_cast<size_t>(off) * F1 * ts, ab, F1,
                                kCublasCompute32F, kCublasGemmDefault),
-                   "fc1");
+                   "MoE", "fc1");
       }
       off += c;
     }
@@ -1023,12 +1005,12 @@ void MoeRunner::run(const MoeArgs& a, void* ws, size_t ws_bytes, void* stream_pt
     for (int e = 0; e < X; ++e) {
       const int c = impl_->pinned[e];
       if (c) {
-        gemm_check(cb->gemm_ex(impl_->handle, im ? kCublasOpN : kCublasOpT, kCublasOpN, H, c, I, &one,
+        gemm_check(*cb, cb->gemm_ex(handle, im ? kCublasOpN : kCublasOpT, kCublasOpN, H, c, I, &one,
                                static_cast<const uint8_t*>(a.fc2) + static_cast<size_t>(e) * H * I * ts, ab,
                                im ? H : I,
                                static_cast<const uint8_t*>(h) + static_cast<size_t>(off) * I * ts, ab, I, &zero,
                                o + static_cast<size_t>(off) * H, CUDA_R_32F, H, kCublasCompute32F, kCublasGemmDefault),
-                   "fc2");
+                   "MoE", "fc2");
       }
       off += c;
     }

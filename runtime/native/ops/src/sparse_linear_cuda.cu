@@ -416,12 +416,7 @@ const char* sparse_path_name(SparsePath p) {
 
 struct SparseLinearRunner::Impl {
   std::mutex mu;
-  Cublas::Handle handle = nullptr;
-  int handle_device = -1;
-  ~Impl() {
-    const Cublas* cb = load_cublas(nullptr);
-    if (handle && cb) cb->destroy(handle);
-  }
+  CublasHandle cublas;
 };
 
 SparseLinearRunner::SparseLinearRunner() : impl_(new Impl()) {}
@@ -491,26 +486,15 @@ void SparseLinearRunner::run(const SparseLinearArgs& a, void* ws, size_t ws_byte
   cuda_check(cudaGetLastError(), "mask kernel launch");
   {
     std::lock_guard<std::mutex> lock(impl_->mu);
-    int device = 0;
-    cuda_check(cudaGetDevice(&device), "cudaGetDevice");
-    if (!impl_->handle || impl_->handle_device != device) {
-      if (impl_->handle) cb->destroy(impl_->handle);
-      impl_->handle = nullptr;
-      if (const int st = cb->create(&impl_->handle))
-        throw OpError("SparseLinear (CUDA): cublasCreate failed with status " + std::to_string(st));
-      impl_->handle_device = device;
-    }
-    if (const int st = cb->set_stream(impl_->handle, s))
-      throw OpError("SparseLinear (CUDA): cublasSetStream failed with status " + std::to_string(st));
+    Cublas::Handle h = impl_->cublas.bind(*cb, s, "SparseLinear");
     // Row-major y[S, N] = xs[S, K] · W[K, N] is column-major yᵀ = Wᵀ·xsᵀ with W read as column-major [N, K].
     const cudaDataType t = f16 ? CUDA_R_16F : CUDA_R_32F;
     const float one = 1.f, zero = 0.f;
-    if (const int st = cb->gemm_ex(impl_->handle, kCublasOpN, kCublasOpN, static_cast<int>(a.N), static_cast<int>(a.S),
-                                   static_cast<int>(a.K), &one, a.W, t, static_cast<int>(a.N), ws, t,
-                                   static_cast<int>(a.K), &zero, a.y, t, static_cast<int>(a.N), kCublasCompute32F,
-                                   kCublasGemmDefault))
-      throw OpError(std::string("SparseLinear (CUDA): cublasGemmEx failed: ") +
-                    (cb->status_string ? cb->status_string(st) : std::to_string(st)));
+    gemm_check(*cb,
+               cb->gemm_ex(h, kCublasOpN, kCublasOpN, static_cast<int>(a.N), static_cast<int>(a.S), static_cast<int>(a.K),
+                           &one, a.W, t, static_cast<int>(a.N), ws, t, static_cast<int>(a.K), &zero, a.y, t,
+                           static_cast<int>(a.N), kCublasCompute32F, kCublasGemmDefault),
+               "SparseLinear", "x·W");
   }
   if (a.bias) {
     if (f16)
