@@ -9,7 +9,9 @@
  *   npm run build && node bench/step-breakdown.mjs --model DIR [--batch 1] [--steps 64] [--prompt 64] [--rounds 3] [--graph static|cuda-graph] [--json FILE]
  *
  * Timing wraps the backend's runBound and the device values' write/download/read methods in place (this script
- * only); the step wall time is the gap between consecutive onToken calls, as in bench/decode-ab.mjs.
+ * only); the step wall time is the gap between consecutive onToken calls, as in bench/decode-ab.mjs. The run is
+ * split further by the addon's own clock (the session's `lastRunTiming`): the hand-overs between threads, the
+ * IoBinding, ONNX Runtime's Run, the wait for the GPU and the return.
  */
 import { writeFile } from 'node:fs/promises';
 import { parseArgs } from 'node:util';
@@ -38,6 +40,9 @@ if (!backend || typeof backend.runBound !== 'function' || typeof backend.allocat
   process.exit(2);
 }
 const spent = { write: 0, run: 0, read: 0 };
+// Inside the run, from the addon's own clock (NativeRunTiming, µs), summed over the step's runs.
+const PARTS = ['wait', 'handOver', 'bind', 'run', 'sync', 'collect', 'handBack', 'settle'];
+const inside = Object.fromEntries(PARTS.map((k) => [k, 0]));
 let timing = false;
 const wrap = (obj, name, bucket) => {
   const orig = obj[name];
@@ -57,6 +62,19 @@ const wrap = (obj, name, bucket) => {
   Object.defineProperty(obj, name, { value: timed, configurable: true, writable: true });
 };
 wrap(backend, 'runBound', 'run');
+{
+  const runBound = backend.runBound;
+  Object.defineProperty(backend, 'runBound', {
+    configurable: true,
+    writable: true,
+    value: async function (...args) {
+      const r = await runBound.apply(this, args);
+      const t = timing ? backend.lastRunTiming : undefined;
+      if (t) for (const k of PARTS) inside[k] += t[k] / 1000;
+      return r;
+    },
+  });
+}
 // Device values (the step's input buffers among them) are made by allocate: wrap each one's methods.
 const allocate = backend.allocate;
 backend.allocate = function (...args) {
@@ -77,7 +95,7 @@ const rand = () => {
   return 3 + (seed % (V - 3));
 };
 const median = (a) => [...a].sort((x, y) => x - y)[Math.floor(a.length / 2)];
-const rows = { step: [], write: [], run: [], read: [] };
+const rows = { step: [], write: [], run: [], read: [], ...Object.fromEntries(PARTS.map((k) => [`run.${k}`, []])) };
 async function round(record) {
   const prompts = Array.from({ length: B }, () => Array.from({ length: P }, rand));
   let last;
@@ -95,8 +113,10 @@ async function round(record) {
         rows.write.push(spent.write);
         rows.run.push(spent.run);
         rows.read.push(spent.read);
+        for (const k of PARTS) rows[`run.${k}`].push(inside[k]);
       }
       spent.write = spent.run = spent.read = 0;
+      for (const k of PARTS) inside[k] = 0;
       timing = true;
       n++;
       last = performance.now();
@@ -108,10 +128,22 @@ await round(false); // warm-up: captures the CUDA graphs
 for (let r = 0; r < Number(values.rounds); r++) await round(true);
 const m = Object.fromEntries(Object.entries(rows).map(([k, v]) => [k, median(v)]));
 const other = m.step - m.write - m.run - m.read;
-const result = { model: values.model, batch: B, steps: rows.step.length, graph: model.graph, msPerStep: m.step, ms: { write: m.write, run: m.run, read: m.read, other } };
+const runParts = Object.fromEntries(PARTS.map((k) => [k, m[`run.${k}`]]));
+const result = { model: values.model, batch: B, steps: rows.step.length, graph: model.graph, msPerStep: m.step, ms: { write: m.write, run: m.run, read: m.read, other }, run: runParts };
 console.log(`| ${values.model}, batch ${B} (${model.graph}) | median ms | share |\n| --- | --- | --- |`);
 for (const [k, v] of [['step (wall)', m.step], ['writes of the step inputs', m.write], ['run (queue, ORT Run + replay + sync, return)', m.run], ['reading the token(s) / logits', m.read], ['the rest (JavaScript between steps)', other]]) {
   console.log(`| ${k} | ${v.toFixed(3)} | ${((100 * v) / m.step).toFixed(1)} % |`);
 }
+const label = {
+  wait: 'run: to a worker thread',
+  handOver: "run: to the session's thread",
+  bind: 'run: IoBinding',
+  run: "run: ORT Run (graph launch)",
+  sync: 'run: waiting for the GPU',
+  collect: 'run: taking the outputs',
+  handBack: 'run: back to the worker',
+  settle: 'run: back to JavaScript',
+};
+for (const k of PARTS) console.log(`| ${label[k]} | ${runParts[k].toFixed(3)} | ${((100 * runParts[k]) / m.step).toFixed(1)} % |`);
 if (values.json) await writeFile(values.json, JSON.stringify(result, null, 2));
 await model.dispose();

@@ -13,7 +13,7 @@ import ort from 'onnxruntime-node';
 import { HubmoeError } from '../src/errors.js';
 import { PACKAGE_ROOT } from '../src/version.js';
 import { createNativeSession, loadNative, nativeStatus } from './native/index.js';
-import type { DeviceValue, NativeFeed, NativeSession } from './native/index.js';
+import type { DeviceValue, NativeFeed, NativeRunTiming, NativeSession } from './native/index.js';
 
 export type Device = 'cpu' | 'cuda';
 export type BackendName = 'onnxruntime-node' | 'native';
@@ -162,6 +162,11 @@ class NativeBackend extends SessionBackend<NativeSession> implements InferenceBa
 
   allocate(type: 'float32' | 'float16' | 'int64', dims: readonly number[]): DeviceValue {
     return this.session.allocate(type, dims);
+  }
+
+  /** Where the last successful run's wall time went (bench/step-breakdown.mjs). */
+  get lastRunTiming(): NativeRunTiming | undefined {
+    return this.session.lastRunTiming;
   }
 
   async runBound(

@@ -192,6 +192,24 @@ interface RawError extends Error {
   ortCode?: number;
 }
 
+/**
+ * Where a run's wall time went, in microseconds (set by the addon when a run succeeds): `wait` from run() to a
+ * worker thread starting it (queueing behind earlier runs included), `handOver` to the session's own thread (sessions
+ * that capture CUDA graphs run every ORT call there), `bind` the IoBinding of feeds and outputs, `run` ONNX Runtime's
+ * Run (for a replayed CUDA graph: its launch), `sync` waiting for the outputs (the device work), `collect` taking the
+ * output values, `handBack` to the worker, `settle` from the worker to JavaScript's thread.
+ */
+export interface NativeRunTiming {
+  wait: number;
+  handOver: number;
+  bind: number;
+  run: number;
+  sync: number;
+  collect: number;
+  handBack: number;
+  settle: number;
+}
+
 /** The addon's session object, which {@link NativeSession} wraps. */
 export interface NativeSessionHandle {
   readonly inputNames: string[];
@@ -202,6 +220,8 @@ export interface NativeSessionHandle {
   readonly deviceId: number;
   readonly busy: boolean;
   readonly released: boolean;
+  /** The last successful run's timing (none before the first). */
+  readonly lastRunTiming?: NativeRunTiming;
   run(feeds: Record<string, NativeFeed>, options: { deviceOutputs?: string[]; outputs?: string[]; bind?: Record<string, DeviceValue>; graphId?: number }): Promise<NativeOutputs>;
   allocate(type: TensorElementType, dims: number[]): DeviceValue;
   release(): void;
@@ -405,6 +425,11 @@ export class NativeSession {
 
   get released(): boolean {
     return this.raw.released;
+  }
+
+  /** Where the last successful run's wall time went (see {@link NativeRunTiming}); undefined before the first. */
+  get lastRunTiming(): NativeRunTiming | undefined {
+    return this.raw.lastRunTiming;
   }
 
   /**

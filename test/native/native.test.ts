@@ -247,6 +247,26 @@ describe.skipIf(skipModel)('native sessions on the CPU', () => {
     expect(host((await pending).logits).data).toEqual(want);
   });
 
+  it("says where each run's wall time went (lastRunTiming, microseconds)", async () => {
+    const feeds = { ...ids([[1, 50, 60]]), ...emptyCaches(1) };
+    const before = Date.now();
+    await session.run(feeds);
+    const elapsedUs = (Date.now() - before + 2) * 1000;
+    const t = session.lastRunTiming!;
+    const parts = ['wait', 'handOver', 'bind', 'run', 'sync', 'collect', 'handBack', 'settle'] as const;
+    expect(Object.keys(t).sort()).toEqual([...parts].sort());
+    for (const k of parts) {
+      expect(Number.isFinite(t[k]), k).toBe(true);
+      expect(t[k], k).toBeGreaterThanOrEqual(0);
+    }
+    // The parts follow each other: together no longer than the call took, and the run itself is not free.
+    expect(parts.reduce((a, k) => a + t[k], 0)).toBeLessThanOrEqual(elapsedUs);
+    expect(t.run).toBeGreaterThan(0);
+    // A failed run leaves the previous timing in place.
+    await expect(session.run({ ...feeds, input_ids: { type: 'int64', dims: [1, 3], data: new BigInt64Array([1n, 99999n, 2n]) } })).rejects.toThrow();
+    expect(session.lastRunTiming).toEqual(t);
+  });
+
   it('serialises concurrent runs of one session', async () => {
     const feeds = { ...ids([[1, 50, 60]]), ...emptyCaches(1) };
     const results = await Promise.all([session.run(feeds), session.run(feeds), session.run(feeds)]);

@@ -1,6 +1,7 @@
 // Sessions: creation on a worker thread (custom-op library, CUDA provider options) and run() with
 // IO binding, on a worker thread, resolving to host tensors and device values.
 #include <algorithm>
+#include <chrono>
 #include <cstring>
 #include <exception>
 #include <map>
@@ -335,9 +336,12 @@ class RunWorker : public Napi::AsyncWorker {
         outputs_(std::move(outputs)),
         on_device_(std::move(on_device)),
         bound_(std::move(bound)),
-        graph_id_(std::move(graph_id)) {}
+        graph_id_(std::move(graph_id)) {
+    t_.called = Clock::now();
+  }
 
   void RunOnce() {
+    t_.job = Clock::now();
     Ort::Session& s = *core_->session;
     Ort::IoBinding binding(s);
     for (Feed& f : feeds_) binding.BindInput(f.name.c_str(), f.device ? f.device->value : f.host.value);
@@ -355,8 +359,11 @@ class RunWorker : public Napi::AsyncWorker {
     }
     Ort::RunOptions ro;
     if (!graph_id_.empty()) ro.AddConfigEntry("gpu_graph_id", graph_id_.c_str());
+    t_.bound = Clock::now();
     s.Run(ro, binding);
+    t_.ran = Clock::now();
     binding.SynchronizeOutputs();
+    t_.synced = Clock::now();
     std::vector<std::string> names = binding.GetOutputNames();
     std::vector<Ort::Value> values = binding.GetOutputValues();
     for (size_t i = 0; i < names.size() && i < values.size(); ++i) {
@@ -364,12 +371,15 @@ class RunWorker : public Napi::AsyncWorker {
       names_.push_back(std::move(names[i]));
       values_.push_back(std::move(values[i]));
     }
+    t_.collected = Clock::now();
   }
 
   void Execute() override {
+    t_.started = Clock::now();
     try {
       if (core_->executor) core_->executor->Call([this] { RunOnce(); });
       else RunOnce();
+      t_.returned = Clock::now();
     } catch (const Ort::Exception& e) {
       ort_code_ = static_cast<int>(e.GetOrtErrorCode());
       SetError(e.what());
@@ -380,6 +390,7 @@ class RunWorker : public Napi::AsyncWorker {
 
   void OnOK() override {
     Napi::Env env = Env();
+    SetTiming(env);
     Finish();
     try {
       Napi::Object result = Napi::Object::New(env);
@@ -418,6 +429,30 @@ class RunWorker : public Napi::AsyncWorker {
   }
 
  private:
+  using Clock = std::chrono::steady_clock;
+  // Where the run's wall time went, for bench/step-breakdown.mjs: set on the session as `lastRunTiming`
+  // (microseconds) when the run succeeds.
+  struct Times {
+    Clock::time_point called, started, job, bound, ran, synced, collected, returned;
+  } t_;
+
+  void SetTiming(Napi::Env env) {
+    const Clock::time_point settled = Clock::now();
+    auto us = [](Clock::time_point a, Clock::time_point b) {
+      return std::chrono::duration<double, std::micro>(b - a).count();
+    };
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("wait", us(t_.called, t_.started));         // run() to a libuv worker starting it (queue, earlier runs)
+    o.Set("handOver", us(t_.started, t_.job));        // worker to the session's thread (CUDA-graph sessions)
+    o.Set("bind", us(t_.job, t_.bound));              // the IoBinding of feeds and outputs
+    o.Set("run", us(t_.bound, t_.ran));               // ONNX Runtime's Run (a replayed graph: its launch)
+    o.Set("sync", us(t_.ran, t_.synced));             // waiting for the outputs (the GPU work)
+    o.Set("collect", us(t_.synced, t_.collected));    // taking the output values
+    o.Set("handBack", us(t_.collected, t_.returned)); // the session's thread back to the worker
+    o.Set("settle", us(t_.returned, settled));        // the worker to JavaScript's thread
+    self_.Value().Set("lastRunTiming", o);
+  }
+
   void Finish() {
     Session::Unwrap(self_.Value())->RunFinished();
     feeds_.clear();  // drops the JS array references and device-value holds, on the main thread
