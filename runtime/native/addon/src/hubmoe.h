@@ -189,6 +189,11 @@ class DeviceValue : public Napi::ObjectWrap<DeviceValue> {
   int device_id_ = 0;
 };
 
+// Where a run's wall time went, in microseconds (the session's `lastRunTiming`; see runtime/native/index.ts).
+struct RunTiming {
+  double wait = 0, hand_over = 0, bind = 0, run = 0, sync = 0, collect = 0, hand_back = 0, settle = 0;
+};
+
 class Session : public Napi::ObjectWrap<Session> {
  public:
   static Napi::Function Define(Napi::Env env);
@@ -197,6 +202,8 @@ class Session : public Napi::ObjectWrap<Session> {
   explicit Session(const Napi::CallbackInfo& info);
   // Called on the main thread when a run settles: starts the next queued run, if any.
   void RunFinished();
+  // Called on the main thread when a run succeeds.
+  void SetLastTiming(const RunTiming& t) { last_timing_ = t, has_timing_ = true; }
 
  private:
   Napi::Value Run(const Napi::CallbackInfo& info);
@@ -211,6 +218,7 @@ class Session : public Napi::ObjectWrap<Session> {
   Napi::Value GetDeviceId(const Napi::CallbackInfo& info);
   Napi::Value GetBusy(const Napi::CallbackInfo& info);
   Napi::Value GetReleased(const Napi::CallbackInfo& info);
+  Napi::Value GetLastRunTiming(const Napi::CallbackInfo& info);
 
   std::shared_ptr<SessionCore> core_;
   std::string device_;
@@ -221,6 +229,9 @@ class Session : public Napi::ObjectWrap<Session> {
   // (so a device value disposed after run() was called is still fed).
   bool busy_ = false;
   std::deque<Napi::AsyncWorker*> pending_;
+  // Kept as numbers; the JS object is built only when asked for (not on every decode step).
+  RunTiming last_timing_;
+  bool has_timing_ = false;
 };
 
 // Starts session creation on a worker thread; resolves to a Session object.

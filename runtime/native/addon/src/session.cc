@@ -390,7 +390,7 @@ class RunWorker : public Napi::AsyncWorker {
 
   void OnOK() override {
     Napi::Env env = Env();
-    SetTiming(env);
+    SetTiming();
     Finish();
     try {
       Napi::Object result = Napi::Object::New(env);
@@ -430,27 +430,26 @@ class RunWorker : public Napi::AsyncWorker {
 
  private:
   using Clock = std::chrono::steady_clock;
-  // Where the run's wall time went, for bench/step-breakdown.mjs: set on the session as `lastRunTiming`
-  // (microseconds) when the run succeeds.
+  // Where the run's wall time went, for bench/step-breakdown.mjs: the session's `lastRunTiming`.
   struct Times {
     Clock::time_point called, started, job, bound, ran, synced, collected, returned;
   } t_;
 
-  void SetTiming(Napi::Env env) {
+  void SetTiming() {
     const Clock::time_point settled = Clock::now();
     auto us = [](Clock::time_point a, Clock::time_point b) {
       return std::chrono::duration<double, std::micro>(b - a).count();
     };
-    Napi::Object o = Napi::Object::New(env);
-    o.Set("wait", us(t_.called, t_.started));         // run() to a libuv worker starting it (queue, earlier runs)
-    o.Set("handOver", us(t_.started, t_.job));        // worker to the session's thread (CUDA-graph sessions)
-    o.Set("bind", us(t_.job, t_.bound));              // the IoBinding of feeds and outputs
-    o.Set("run", us(t_.bound, t_.ran));               // ONNX Runtime's Run (a replayed graph: its launch)
-    o.Set("sync", us(t_.ran, t_.synced));             // waiting for the outputs (the GPU work)
-    o.Set("collect", us(t_.synced, t_.collected));    // taking the output values
-    o.Set("handBack", us(t_.collected, t_.returned)); // the session's thread back to the worker
-    o.Set("settle", us(t_.returned, settled));        // the worker to JavaScript's thread
-    self_.Value().Set("lastRunTiming", o);
+    RunTiming r;
+    r.wait = us(t_.called, t_.started);         // run() to a libuv worker starting it (queue, earlier runs)
+    r.hand_over = us(t_.started, t_.job);       // worker to the session's thread (CUDA-graph sessions)
+    r.bind = us(t_.job, t_.bound);              // the IoBinding of feeds and outputs
+    r.run = us(t_.bound, t_.ran);               // ONNX Runtime's Run (a replayed graph: its launch)
+    r.sync = us(t_.ran, t_.synced);             // waiting for the outputs (the device work)
+    r.collect = us(t_.synced, t_.collected);    // taking the output values
+    r.hand_back = us(t_.collected, t_.returned);  // the session's thread back to the worker
+    r.settle = us(t_.returned, settled);        // the worker to JavaScript's thread
+    Session::Unwrap(self_.Value())->SetLastTiming(r);
   }
 
   void Finish() {
@@ -525,6 +524,7 @@ Napi::Function Session::Define(Napi::Env env) {
                          InstanceAccessor<&Session::GetDeviceId>("deviceId"),
                          InstanceAccessor<&Session::GetBusy>("busy"),
                          InstanceAccessor<&Session::GetReleased>("released"),
+                         InstanceAccessor<&Session::GetLastRunTiming>("lastRunTiming"),
                      });
 }
 
@@ -751,6 +751,22 @@ Napi::Value Session::GetOutputMetadata(const Napi::CallbackInfo& info) { return 
 Napi::Value Session::GetDevice(const Napi::CallbackInfo& info) { return Napi::String::New(info.Env(), device_); }
 Napi::Value Session::GetDeviceId(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), device_id_); }
 Napi::Value Session::GetBusy(const Napi::CallbackInfo& info) { return Napi::Boolean::New(info.Env(), busy_); }
+
+Napi::Value Session::GetLastRunTiming(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!has_timing_) return env.Undefined();
+  const RunTiming& t = last_timing_;
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("wait", t.wait);
+  o.Set("handOver", t.hand_over);
+  o.Set("bind", t.bind);
+  o.Set("run", t.run);
+  o.Set("sync", t.sync);
+  o.Set("collect", t.collect);
+  o.Set("handBack", t.hand_back);
+  o.Set("settle", t.settle);
+  return o;
+}
 Napi::Value Session::GetReleased(const Napi::CallbackInfo& info) { return Napi::Boolean::New(info.Env(), !core_); }
 
 }  // namespace hubmoe
