@@ -2,14 +2,16 @@
 /**
  * Batch-1 decode of several model dirs on the GPU, interleaved: every model is loaded at once, then
  * `rounds` times each one decodes `steps` cached steps after a `prompt`-token prefill, in turn, so
- * that drifts of the machine hit all of them alike. Prints each model's median ms/step over all
- * steps of all rounds, and the ratio to the first model.
+ * that drifts of the machine hit all of them alike. A round's time per step is the time from the
+ * prefill's token to the last one over the steps between (greedy decoding in the addon hands tokens
+ * over a chunk at a time, so single steps are not seen); prints each model's median over the rounds,
+ * and the ratio to the first model.
  *
- *   npm run build && node bench/decode-ab.mjs [--device cuda] [--rounds 5] [--steps 32] [--prompt 64] [--json FILE] LABEL=DIR[#GRAPH] …
+ *   npm run build && node bench/decode-ab.mjs [--device cuda] [--rounds 5] [--steps 32] [--prompt 64] [--json FILE] LABEL=DIR[#HOW[,HOW]] …
  *
- * GRAPH picks how a model runs: dynamic (the dynamic graph), static (the static-cache graph) or cuda-graph (the
- * static-cache graph with CUDA graphs of the decode step); default: what loadModel picks. One dir may appear
- * several times with different GRAPHs.
+ * HOW picks how a model runs: dynamic (the dynamic graph), static (the static-cache graph) or cuda-graph (the
+ * static-cache graph with CUDA graphs of the decode step), default what loadModel picks; and `steps` for one
+ * call from JavaScript per decode step (loadModel's decodeLoop: false). One dir may appear several times.
  */
 import { writeFile } from 'node:fs/promises';
 import { parseArgs } from 'node:util';
@@ -22,8 +24,10 @@ const { values, positionals } = parseArgs({
 const models = [];
 for (const p of positionals) {
   const [label, spec] = p.includes('=') ? [p.slice(0, p.indexOf('=')), p.slice(p.indexOf('=') + 1)] : [p, p];
-  const [dir, graph] = spec.includes('#') ? [spec.slice(0, spec.indexOf('#')), spec.slice(spec.indexOf('#') + 1)] : [spec, undefined];
-  models.push({ label, dir, model: await loadModel(dir, { device: values.device, ...graphChoice(graph) }), times: [] });
+  const [dir, how] = spec.includes('#') ? [spec.slice(0, spec.indexOf('#')), spec.slice(spec.indexOf('#') + 1).split(',')] : [spec, []];
+  const graph = how.find((h) => h !== 'steps');
+  const opts = { device: values.device, ...graphChoice(graph), ...(how.includes('steps') ? { decodeLoop: false } : {}) };
+  models.push({ label, dir, model: await loadModel(dir, opts), times: [] });
 }
 let seed = 99;
 const rand = (V) => {
@@ -43,22 +47,20 @@ async function decode(m) {
       stamps.push(performance.now());
     },
   });
-  const out = [];
-  for (let i = 1; i < stamps.length; i++) out.push(stamps[i] - stamps[i - 1]);
-  return out;
+  return (stamps[stamps.length - 1] - stamps[0]) / (stamps.length - 1);
 }
 for (const m of models) await decode(m); // warm-up
 for (let r = 0; r < Number(values.rounds); r++) {
-  for (const m of models) m.times.push(...(await decode(m)));
-  process.stderr.write(`round ${r + 1}: ${models.map((m) => `${m.label} ${median(m.times.slice(-steps)).toFixed(2)} ms`).join(', ')}\n`);
+  for (const m of models) m.times.push(await decode(m));
+  process.stderr.write(`round ${r + 1}: ${models.map((m) => `${m.label} ${m.times[m.times.length - 1].toFixed(2)} ms`).join(', ')}\n`);
 }
 function median(a) {
   const s = [...a].sort((x, y) => x - y);
   return s[Math.floor(s.length / 2)];
 }
 const base = median(models[0].times);
-const rows = models.map((m) => ({ label: m.label, msPerStep: median(m.times), steps: m.times.length, speedup: base / median(m.times) }));
-console.log('| model | decode, batch 1 (median ms/step) | vs first |\n| --- | --- | --- |');
-for (const r of rows) console.log(`| ${r.label} | ${r.msPerStep.toFixed(2)} (${r.steps} steps) | ${r.speedup.toFixed(2)}× |`);
+const rows = models.map((m) => ({ label: m.label, msPerStep: median(m.times), rounds: m.times.length, steps, speedup: base / median(m.times) }));
+console.log('| model | decode, batch 1 (ms/step, median of rounds) | vs first |\n| --- | --- | --- |');
+for (const r of rows) console.log(`| ${r.label} | ${r.msPerStep.toFixed(3)} (${r.rounds} rounds of ${r.steps} steps) | ${r.speedup.toFixed(2)}× |`);
 if (values.json) await writeFile(values.json, JSON.stringify(rows, null, 2));
 for (const m of models) await m.model.dispose();

@@ -13,7 +13,7 @@ import ort from 'onnxruntime-node';
 import { HubmoeError } from '../src/errors.js';
 import { PACKAGE_ROOT } from '../src/version.js';
 import { createNativeSession, loadNative, nativeStatus } from './native/index.js';
-import type { DeviceValue, NativeFeed, NativeRunTiming, NativeSession } from './native/index.js';
+import type { DeviceValue, NativeFeed, NativeGreedyArgs, NativeRunTiming, NativeSession } from './native/index.js';
 
 export type Device = 'cpu' | 'cuda';
 export type BackendName = 'onnxruntime-node' | 'native';
@@ -61,6 +61,8 @@ export interface InferenceBackend {
     graphId?: number,
     deviceOutputs?: readonly string[],
   ): Promise<Record<string, Value>>;
+  /** Native backend only: greedy decode steps of the static-cache graph in one call (see NativeGreedyArgs). */
+  greedySteps?(args: NativeGreedyArgs): Promise<BigInt64Array>;
   /** The session captures CUDA graphs (native backend on CUDA, `enable_cuda_graph`). */
   readonly cudaGraph?: boolean;
   release(): Promise<void>;
@@ -177,6 +179,10 @@ class NativeBackend extends SessionBackend<NativeSession> implements InferenceBa
     deviceOutputs: readonly string[] = [],
   ): Promise<Record<string, Value>> {
     return this.session.run(feeds as Record<string, NativeFeed>, { bind, outputs, deviceOutputs, ...(graphId !== undefined ? { graphId } : {}) });
+  }
+
+  async greedySteps(args: NativeGreedyArgs): Promise<BigInt64Array> {
+    return this.session.greedy(args);
   }
 
   async release(): Promise<void> {

@@ -50,6 +50,12 @@ export interface LoadOptions {
   cudaGraph?: boolean;
   /** The longest static window kept with its CUDA graphs (default 4096 slots). */
   maxLength?: number;
+  /**
+   * Greedy decoding with the static-cache graph of a fused model (native backend): run the decode steps in a loop
+   * inside the native addon, handing the tokens to JavaScript in chunks (4, 8, … up to 64 steps), instead of one
+   * call from JavaScript per step (default true). The tokens are the same; `onToken` then fires a chunk at a time.
+   */
+  decodeLoop?: boolean;
 }
 
 /** Which graph runs, by name (the CLI's and the benchmarks' `--graph`); `auto` is loadModel's default choice. */
@@ -214,7 +220,7 @@ export async function loadModel(dir: string, options: LoadOptions = {}): Promise
   const stat = useStatic ? new StaticCache(backend, { maxLength, vocab: spec.vocab.padded_size }) : undefined;
   // perplexity()'s NLL graph runs on the same device and backend as the model.
   const nllOptions: SessionOptions = { device, threads: options.threads, backend: backend.name, cudaOptions: options.cudaOptions };
-  return new Model(dir, spec, backend, dtype, tokenizer, stat, nllOptions);
+  return new Model(dir, spec, backend, dtype, tokenizer, stat, nllOptions, options.decodeLoop ?? true);
 }
 
 class Model implements HubmoeModel {
@@ -230,6 +236,7 @@ class Model implements HubmoeModel {
     readonly tokenizer: TextTokenizer | undefined,
     private readonly staticCache?: StaticCache,
     private readonly nllOptions?: SessionOptions,
+    private readonly decodeLoop = true,
   ) {
     this.cacheInputs = backend.inputNames.filter((n) => n !== 'input_ids' && n !== 'attention_mask' && n !== 'cache_position');
     this.cacheOutputs = this.cacheInputs.map(presentName);
@@ -410,6 +417,23 @@ class Model implements HubmoeModel {
         this.count(first);
         disposeAll(first);
         let next = chooseNext(last, 1, 0, 0);
+        if (deviceGreedy && this.decodeLoop && stream.greedy) {
+          // The addon runs the steps, a chunk at a time; the tokens are recorded here as the step loop below would.
+          // A row that onToken or a stop sequence ends is fed its own tokens (not the pad id) until the chunk ends:
+          // no other row reads them.
+          const stopIds = [...eos];
+          let chunk = 4;
+          for (let step = 1; step < maxNew && !done.every(Boolean); ) {
+            const steps = await stream.greedy(next, done, Math.min(chunk, maxNew - step), stopIds, this.padId);
+            for (const chosen of steps) {
+              if (done.every(Boolean)) break;
+              next = chosen.map((tok, r) => (done[r] ? this.padId : record(r, tok, step)));
+              step++;
+            }
+            chunk = Math.min(64, chunk * 2);
+          }
+          return { tokens, finishReasons: reasons };
+        }
         for (let step = 1; step < maxNew && !done.every(Boolean); step++) {
           const result = await stream.step(next);
           const chosen = deviceGreedy ? result.tokens() : undefined;

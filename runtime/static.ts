@@ -93,6 +93,13 @@ export interface StepResult {
 export interface DecodeStream {
   /** Feeds each row's next token and runs the step. */
   step(next: readonly number[]): Promise<StepResult>;
+  /**
+   * Greedy steps in one call to the native backend (fused static-cache graphs, which compute `next_token`):
+   * at most `steps` steps from feeding `next`, each later step feeding a row its previous token, or the pad id
+   * once the row is finished (flagged in `done`, or its token was in `stop`); stops early when every row is.
+   * Returns each step's tokens. Absent where the backend or the graph cannot.
+   */
+  greedy?(next: readonly number[], done: readonly boolean[], steps: number, stop: readonly number[], pad: number): Promise<number[][]>;
   /** Frees what the generation held (buffers of a one-off window; a kept window is released for reuse). */
   end(): void;
 }
@@ -300,23 +307,58 @@ export class StaticCache {
     let cur: 0 | 1 = 1;
     let slot = T;
     const ones = new BigInt64Array(B).fill(1n);
+    // A step reading cache set d: its feeds, and its outputs, every one bound (a captured graph replays what it was
+    // captured with); the host then reads the logits or, for greedy decoding, only the tokens.
+    const feedsOf = (d: 0 | 1): Record<string, DeviceValue> => ({ input_ids: w.ids, attention_mask: w.mask, cache_position: w.pos, ...w.sets[d] });
+    const bindOf = (d: 0 | 1): Record<string, DeviceValue> => {
+      const bind: Record<string, DeviceValue> = { logits: w.logits, ...(w.next ? { [NEXT_TOKEN]: w.next } : {}) };
+      const other = w.sets[d === 0 ? 1 : 0];
+      for (const c of this.caches) bind[c.output] = other[c.input]!;
+      return bind;
+    };
+    const full = (n: number): void => {
+      if (slot + n > S) throw new HubmoeError('RUNTIME', `internal error: the static window of ${S} slots is full`);
+    };
+    const greedySteps = this.backend.greedySteps?.bind(this.backend);
+    const next = w.next;
     const stream: DecodeStream = {
-      step: async (next) => {
-        if (slot >= S) throw new HubmoeError('RUNTIME', `internal error: the static window of ${S} slots is full`);
-        w.ids.write(BigInt64Array.from(next, (t) => BigInt(t)));
+      step: async (tokens) => {
+        full(1);
+        w.ids.write(BigInt64Array.from(tokens, (t) => BigInt(t)));
         w.mask.write(ones, slot, 1, S);
         w.pos.write(BigInt64Array.of(BigInt(slot)));
-        const feeds: Record<string, Value> = { input_ids: w.ids, attention_mask: w.mask, cache_position: w.pos, ...w.sets[cur] };
-        const other = w.sets[cur === 0 ? 1 : 0];
-        // Every step binds the same outputs (a captured graph replays what it was captured with); the host then
-        // reads the logits or, for greedy decoding, only the tokens.
-        const bind: Record<string, DeviceValue> = { logits: w.logits, ...(w.next ? { [NEXT_TOKEN]: w.next } : {}) };
-        for (const c of this.caches) bind[c.output] = other[c.input]!;
-        await run(feeds, bind, [], w.graphIds ? w.graphIds[cur] : undefined);
+        await run(feedsOf(cur), bindOf(cur), [], w.graphIds ? w.graphIds[cur] : undefined);
         cur = cur === 0 ? 1 : 0;
         slot += 1;
         return { logits: () => w.logits.download().data as Float32Array, tokens: () => idsOf(w.next) };
       },
+      ...(greedySteps && next
+        ? {
+            greedy: async (tokens: readonly number[], done: readonly boolean[], steps: number, stop: readonly number[], pad: number): Promise<number[][]> => {
+              full(steps);
+              const out = await greedySteps({
+                steps,
+                feeds: [feedsOf(0), feedsOf(1)],
+                bind: [bindOf(0), bindOf(1)],
+                ...(w.graphIds ? { graphIds: w.graphIds } : {}),
+                first: cur,
+                ids: w.ids,
+                mask: w.mask,
+                pos: w.pos,
+                next,
+                tokens: BigInt64Array.from(tokens, (t) => BigInt(t)),
+                slot,
+                done: Uint8Array.from(done, (d) => (d ? 1 : 0)),
+                stop: BigInt64Array.from(stop, (t) => BigInt(t)),
+                pad,
+              });
+              const n = out.length / B;
+              if (n % 2 === 1) cur = cur === 0 ? 1 : 0;
+              slot += n;
+              return Array.from({ length: n }, (_, k) => Array.from(out.subarray(k * B, (k + 1) * B), (t) => Number(t)));
+            },
+          }
+        : {}),
       end: release,
     };
     return { out, last: lastLogits(out, B, T, this.opts.vocab), stream };

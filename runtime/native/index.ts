@@ -210,6 +210,42 @@ export interface NativeRunTiming {
   settle: number;
 }
 
+/**
+ * Greedy decode steps of a static-cache graph in one call ({@link NativeSession.greedy}): the loop of
+ * runtime/static.ts's decode step, run by the addon on the session's thread. Step k (from 0) reads cache set
+ * `(first + k) % 2`: it writes the rows' token ids into `ids`, 1 into `mask[r, slot + k]` of every row and
+ * `slot + k` into `pos`, runs with `feeds[d]` and `bind[d]` (replaying CUDA graph `graphIds[d]` when given), and
+ * reads each row's token from `next`. Step 0 feeds `tokens`; a later step feeds a row the pad id if the row was
+ * finished before the previous step, else the row's token of the previous step (as runtime/model.ts does). A row
+ * finishes when its token is in `stop` (rows flagged in `done` are finished from the start). The loop ends after
+ * `steps` steps, or after the step where every row is finished.
+ */
+export interface NativeGreedyArgs {
+  steps: number;
+  /** Per direction: every input of the step (`ids`, `mask`, `pos` and one set of caches). */
+  feeds: [Record<string, DeviceValue>, Record<string, DeviceValue>];
+  /** Per direction: every output, bound (one of them to `next`). */
+  bind: [Record<string, DeviceValue>, Record<string, DeviceValue>];
+  /** CUDA graph ids of the two directions (sessions with `enable_cuda_graph`). */
+  graphIds?: [number, number];
+  /** The direction of the first step. */
+  first: 0 | 1;
+  /** input_ids [B, 1], attention_mask [B, window], cache_position [1] and next_token [B]: int64 device values. */
+  ids: DeviceValue;
+  mask: DeviceValue;
+  pos: DeviceValue;
+  next: DeviceValue;
+  /** The first step's token id of each row, [B]. */
+  tokens: BigInt64Array;
+  /** The first step's slot in the window. */
+  slot: number;
+  /** 1 for rows already finished, [B]. */
+  done: Uint8Array;
+  /** Token ids that finish a row. */
+  stop: BigInt64Array;
+  pad: number;
+}
+
 /** The addon's session object, which {@link NativeSession} wraps. */
 export interface NativeSessionHandle {
   readonly inputNames: string[];
@@ -224,6 +260,7 @@ export interface NativeSessionHandle {
   readonly lastRunTiming?: NativeRunTiming;
   run(feeds: Record<string, NativeFeed>, options: { deviceOutputs?: string[]; outputs?: string[]; bind?: Record<string, DeviceValue>; graphId?: number }): Promise<NativeOutputs>;
   allocate(type: TensorElementType, dims: number[]): DeviceValue;
+  greedy(args: NativeGreedyArgs): Promise<BigInt64Array>;
   release(): void;
   endProfiling(): string;
 }
@@ -452,6 +489,18 @@ export class NativeSession {
       return await this.raw.run(feeds, opts);
     } catch (err) {
       throw wrapError(err, `native run of ${this.modelPath} failed`);
+    }
+  }
+
+  /**
+   * Greedy decode steps in one call (see {@link NativeGreedyArgs}); resolves to the tokens of the steps run,
+   * [steps run × B] row-major. Queued with the session's runs like {@link run}.
+   */
+  async greedy(args: NativeGreedyArgs): Promise<BigInt64Array> {
+    try {
+      return await this.raw.greedy(args);
+    } catch (err) {
+      throw wrapError(err, `native greedy decode of ${this.modelPath} failed`);
     }
   }
 

@@ -16,6 +16,7 @@ import type { InferenceBackend } from '../../runtime/backend.js';
 import { graphChoice, loadModel } from '../../runtime/model.js';
 import { loadNative } from '../../runtime/native/index.js';
 import { StaticCache, windowSlots } from '../../runtime/static.js';
+import { loadSpec } from '../../src/schema/load.js';
 import { argmax } from '../../runtime/sampling.js';
 import { fixture, tempDir } from '../helpers.js';
 import { existsSync } from 'node:fs';
@@ -126,6 +127,112 @@ describe('the static-cache graph', () => {
       expect(new StaticCache(pb, { maxLength: 16, vocab: 1 }).nextToken).toBe(false);
     } finally {
       await pb.release();
+    }
+  });
+
+  it.skipIf(skipNative || (!fusedOk && !process.env.CI))('runs greedy decode steps in the addon (stream.greedy) as the step loop does: tokens, pad feeds, early stop, errors', async () => {
+    const out = join(dir, 'jamba-demo-fused');
+    if (!existsSync(join(out, 'hubmoe.json'))) await convert(fixture('jamba-demo', 'checkpoint'), { outDir: out, target: 'fused' });
+    const backend = await createBackend(join(out, 'onnx', 'model_static.onnx'), { device: 'cpu', backend: 'native', threads: 1, customOps: true });
+    const cache = new StaticCache(backend, { maxLength: 64, vocab: (await loadSpec(out)).vocab.padded_size });
+    const ids = BigInt64Array.from([1n, 5n, 9n, 22n, 7n, 0n, 0n, 3n, 4n, 8n]);
+    const mask = BigInt64Array.from([1n, 1n, 1n, 1n, 1n, 0n, 0n, 1n, 1n, 1n]);
+    const PAD = 0;
+    /** The step loop of runtime/model.ts: a row finished before a step is fed the pad id. */
+    const stepLoop = async (steps: number, stop: number[], done0: boolean[]): Promise<number[][]> => {
+      const { stream } = await cache.begin(ids, mask, 2, 5, 16, []);
+      try {
+        const done = [...done0];
+        let next = [11, 12];
+        const got: number[][] = [];
+        for (let s = 0; s < steps && !done.every(Boolean); s++) {
+          const toks = (await stream.step(next)).tokens()!;
+          got.push(toks);
+          next = toks.map((t, r) => (done[r] ? PAD : t));
+          toks.forEach((t, r) => (done[r] = done[r] || stop.includes(t)));
+        }
+        return got;
+      } finally {
+        stream.end();
+      }
+    };
+    try {
+      const plain = await stepLoop(9, [], [false, false]);
+      // A stop id that row 0 produces at its third step and row 1 never does; and one finishing both rows.
+      const stopOne = plain[2]![0]!;
+      expect(plain.map((t) => t[1])).not.toContain(stopOne);
+      const stopBoth = [stopOne, ...plain.slice(0, 4).map((t) => t[1]!)];
+      for (const [stop, done0] of [
+        [[], [false, false]],
+        [[stopOne], [false, false]],
+        [stopBoth, [false, false]],
+        [[], [true, false]],
+      ] as Array<[number[], boolean[]]>) {
+        const want = await stepLoop(9, stop, done0);
+        const { stream } = await cache.begin(ids, mask, 2, 5, 16, []);
+        try {
+          expect(stream.greedy).toBeDefined();
+          // Two calls (4 + 5 steps), the second going on from the first's state, tokens and finished rows.
+          const a = await stream.greedy!([11, 12], done0, 4, stop, PAD);
+          const done = [...done0];
+          a.forEach((toks) => toks.forEach((t, r) => (done[r] = done[r] || stop.includes(t))));
+          const last = a[a.length - 1]!;
+          const b = a.length < 4 ? [] : await stream.greedy!(last.map((t, r) => (done[r] && !stop.includes(t) ? PAD : t)), done, 5, stop, PAD);
+          expect([...a, ...b]).toEqual(want);
+        } finally {
+          stream.end();
+        }
+      }
+      expect((await stepLoop(9, stopBoth, [false, false])).length).toBeLessThan(9);
+      // The window is checked before anything runs.
+      const { stream } = await cache.begin(ids, mask, 2, 5, 4, []);
+      try {
+        await expect(stream.greedy!([11, 12], [false, false], 300, [], PAD)).rejects.toThrow(/window of \d+ slots is full/);
+      } finally {
+        stream.end();
+      }
+    } finally {
+      cache.dispose();
+      await backend.release();
+    }
+  });
+
+  it.skipIf(skipNative || (!fusedOk && !process.env.CI))('generate(): the decode loop in the addon gives the step loop\'s tokens and finish reasons (eos, stop sequences, onToken)', async () => {
+    const out = join(dir, 'jamba-demo-fused');
+    if (!existsSync(join(out, 'hubmoe.json'))) await convert(fixture('jamba-demo', 'checkpoint'), { outDir: out, target: 'fused' });
+    const loop = await loadModel(out, { threads: 1, staticCache: true });
+    const steps = await loadModel(out, { threads: 1, staticCache: true, decodeLoop: false });
+    try {
+      const base = await steps.generate(PROMPTS, { maxNewTokens: 14, ignoreEos: true });
+      const r0 = base.tokens[0]!;
+      const r1 = base.tokens[1]!;
+      const eos = r0.find((t, i) => i >= 3 && !r1.slice(0, i + 1).includes(t) && !r0.slice(0, i).includes(t));
+      expect(eos).toBeDefined();
+      const cases: Array<Parameters<typeof loop.generate>[1]> = [
+        { maxNewTokens: 14, ignoreEos: true },
+        { maxNewTokens: 1, ignoreEos: true },
+        { maxNewTokens: 14, eosTokenIds: [eos!] },
+        { maxNewTokens: 14, eosTokenIds: [eos!, ...r1.slice(1, 4)] },
+        { maxNewTokens: 14, ignoreEos: true, stopSequences: [r1.slice(4, 6)] },
+        { maxNewTokens: 14, ignoreEos: true, onToken: ({ row, step }) => row === 1 && step === 6 },
+      ];
+      for (const opts of cases) {
+        const events: string[][] = [[], []];
+        const record = (into: string[]) => (e: { row: number; token: number; step: number }) => {
+          into.push(`${e.row}:${e.step}:${e.token}`);
+          return opts?.onToken?.(e);
+        };
+        const want = await steps.generate(PROMPTS, { ...opts, onToken: record(events[0]!) });
+        const got = await loop.generate(PROMPTS, { ...opts, onToken: record(events[1]!) });
+        expect(got).toEqual(want);
+        expect(events[1]).toEqual(events[0]);
+      }
+      // eos finishing row 0 early: the reasons differ per row.
+      const e = await loop.generate(PROMPTS, { maxNewTokens: 14, eosTokenIds: [eos!] });
+      expect(e.finishReasons).toEqual(['eos', 'length']);
+    } finally {
+      await loop.dispose();
+      await steps.dispose();
     }
   });
 

@@ -15,6 +15,7 @@
         "src/ort.cc",
         "src/tensor.cc",
         "src/session.cc",
+        "src/greedy.cc",
         "src/device_value.cc"
       ],
       "include_dirs": ["<(ort_include)"],

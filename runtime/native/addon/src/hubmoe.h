@@ -207,6 +207,10 @@ class Session : public Napi::ObjectWrap<Session> {
 
  private:
   Napi::Value Run(const Napi::CallbackInfo& info);
+  // greedy.cc: greedy decode steps of a static-cache graph in one call (see runtime/native/index.ts).
+  Napi::Value Greedy(const Napi::CallbackInfo& info);
+  // Starts `w` now, or after the runs queued before it (runs and greedy loops of a session are serialised).
+  void Enqueue(Napi::AsyncWorker* w);
   Napi::Value Allocate(const Napi::CallbackInfo& info);
   Napi::Value Release(const Napi::CallbackInfo& info);
   Napi::Value EndProfiling(const Napi::CallbackInfo& info);

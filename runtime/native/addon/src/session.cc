@@ -513,6 +513,7 @@ Napi::Function Session::Define(Napi::Env env) {
   return DefineClass(env, "Session",
                      {
                          InstanceMethod<&Session::Run>("run"),
+                         InstanceMethod<&Session::Greedy>("greedy"),
                          InstanceMethod<&Session::Allocate>("allocate"),
                          InstanceMethod<&Session::Release>("release"),
                          InstanceMethod<&Session::EndProfiling>("endProfiling"),
@@ -648,12 +649,7 @@ Napi::Value Session::Run(const Napi::CallbackInfo& info) {
     }
     auto* w = new RunWorker(env, deferred, info.This().As<Napi::Object>(), core_, std::move(feeds), std::move(outputs), std::move(on_device),
                             std::move(bound), std::move(graph_id));
-    if (busy_) {
-      pending_.push_back(w);
-    } else {
-      busy_ = true;
-      w->Queue();
-    }
+    Enqueue(w);
   } catch (const ArgumentError& e) {
     deferred.Reject(MakeError(env, "BAD_ARGUMENT", e.what()).Value());
   } catch (const Napi::Error& e) {
@@ -704,6 +700,15 @@ Napi::Value Session::Allocate(const Napi::CallbackInfo& info) {
     }
     return DeviceValue::Wrap(env, std::move(held));
   });
+}
+
+void Session::Enqueue(Napi::AsyncWorker* w) {
+  if (busy_) {
+    pending_.push_back(w);
+  } else {
+    busy_ = true;
+    w->Queue();
+  }
 }
 
 void Session::RunFinished() {

@@ -1,0 +1,284 @@
+// Greedy decode steps of a static-cache graph in one call (session.greedy, see runtime/native/index.ts).
+//
+// runtime/static.ts's decode step from JavaScript writes the step's token ids, attention-mask slot and
+// position, runs the graph and reads each row's next token back: every step crosses to a libuv worker, to the
+// session's thread (CUDA-graph sessions), and back twice, and JavaScript runs between steps. Here the same loop
+// runs on the session's thread: two IoBindings (one per direction of the cache buffers) are made once, and a
+// step is three small copies in, ONNX Runtime's Run (a replayed CUDA graph) and one small copy out.
+#include <algorithm>
+#include <cstring>
+#include <set>
+
+#include "hubmoe.h"
+
+namespace hubmoe {
+
+namespace {
+
+struct Named {
+  std::string name;
+  std::shared_ptr<HeldValue> value;
+};
+
+// One direction of the static cache: what a step reading that set of buffers feeds and binds.
+struct Direction {
+  std::vector<Named> feeds, bound;
+  std::string graph_id = "-1";
+};
+
+struct GreedyJob {
+  std::shared_ptr<SessionCore> core;
+  Direction dir[2];
+  int first = 0;
+  int64_t steps = 0, slot = 0, B = 0, S = 0, pad = 0;
+  std::shared_ptr<HeldValue> ids, mask, pos, next;
+  std::vector<int64_t> tokens;  // the first step's token ids, [B]
+  std::vector<uint8_t> done;    // rows already finished: fed `pad`
+  std::set<int64_t> stop;       // token ids that finish a row
+  std::vector<int64_t> out;     // [steps run, B]
+};
+
+bool OnCuda(const HeldValue& h) {
+  return h.value.GetTensorMemoryInfo().GetDeviceType() == OrtMemoryInfoDeviceType_GPU;
+}
+
+char* Bytes(HeldValue& h) { return static_cast<char*>(h.value.GetTensorMutableRawData()); }
+
+// `rows` rows of `width` bytes from host `src` (rows `spitch` apart) into `h` at byte `offset` (rows `dpitch` apart).
+void Put(HeldValue& h, size_t offset, size_t dpitch, const void* src, size_t spitch, size_t width, size_t rows, int dev) {
+  char* dst = Bytes(h) + offset;
+  if (OnCuda(h)) {
+    CopyHostToCuda2D(dst, dpitch, src, spitch, width, rows, dev);
+    return;
+  }
+  for (size_t r = 0; r < rows; ++r) std::memcpy(dst + r * dpitch, static_cast<const char*>(src) + r * spitch, width);
+}
+
+void Get(void* dst, HeldValue& h, size_t bytes, int dev) {
+  if (OnCuda(h)) CopyCudaToHost(dst, Bytes(h), bytes, dev);
+  else std::memcpy(dst, Bytes(h), bytes);
+}
+
+void Loop(GreedyJob& j) {
+  Ort::Session& s = *j.core->session;
+  const int dev = j.core->device_id;
+  std::vector<Ort::IoBinding> bindings;
+  std::vector<Ort::RunOptions> options;
+  bindings.reserve(2);
+  options.reserve(2);
+  for (const Direction& d : j.dir) {
+    bindings.emplace_back(s);
+    for (const Named& f : d.feeds) bindings.back().BindInput(f.name.c_str(), f.value->value);
+    for (const Named& b : d.bound) bindings.back().BindOutput(b.name.c_str(), b.value->value);
+    options.emplace_back();
+    options.back().AddConfigEntry("gpu_graph_id", d.graph_id.c_str());
+  }
+  const size_t row_bytes = static_cast<size_t>(j.B) * sizeof(int64_t);
+  std::vector<int64_t> feed = j.tokens, got(static_cast<size_t>(j.B));
+  const std::vector<int64_t> ones(static_cast<size_t>(j.B), 1);
+  j.out.reserve(static_cast<size_t>(j.steps * j.B));
+  for (int64_t k = 0; k < j.steps; ++k) {
+    const int d = static_cast<int>((j.first + k) & 1);
+    const int64_t at = j.slot + k;
+    Put(*j.ids, 0, row_bytes, feed.data(), row_bytes, row_bytes, 1, dev);
+    Put(*j.mask, static_cast<size_t>(at) * sizeof(int64_t), static_cast<size_t>(j.S) * sizeof(int64_t), ones.data(),
+        sizeof(int64_t), sizeof(int64_t), static_cast<size_t>(j.B), dev);
+    Put(*j.pos, 0, sizeof(int64_t), &at, sizeof(int64_t), sizeof(int64_t), 1, dev);
+    s.Run(options[d], bindings[d]);
+    bindings[d].SynchronizeOutputs();
+    Get(got.data(), *j.next, row_bytes, dev);
+    j.out.insert(j.out.end(), got.begin(), got.end());
+    // As runtime/model.ts does: a row that was finished is fed the pad id; one that finishes now is fed its token.
+    bool all = true;
+    for (size_t r = 0; r < got.size(); ++r) {
+      feed[r] = j.done[r] ? j.pad : got[r];
+      if (!j.done[r] && j.stop.count(got[r])) j.done[r] = 1;
+      all = all && j.done[r];
+    }
+    if (all) break;
+  }
+}
+
+class GreedyWorker : public Napi::AsyncWorker {
+ public:
+  GreedyWorker(Napi::Env env, Napi::Promise::Deferred deferred, Napi::Object self, std::unique_ptr<GreedyJob> job)
+      : Napi::AsyncWorker(env, "hubmoe:greedy"), deferred_(deferred), self_(Napi::Persistent(self)), job_(std::move(job)) {}
+
+  void Execute() override {
+    try {
+      GreedyJob& j = *job_;
+      if (j.core->executor) j.core->executor->Call([&j] { Loop(j); });
+      else Loop(j);
+    } catch (const Ort::Exception& e) {
+      ort_code_ = static_cast<int>(e.GetOrtErrorCode());
+      SetError(e.what());
+    } catch (const std::exception& e) {
+      SetError(e.what());
+    }
+  }
+
+  void OnOK() override {
+    Napi::Env env = Env();
+    std::vector<int64_t> out = std::move(job_->out);
+    Finish();
+    Napi::Value arr = env.Global().Get("BigInt64Array").As<Napi::Function>().New({Napi::Number::New(env, static_cast<double>(out.size()))});
+    Napi::TypedArray ta = arr.As<Napi::TypedArray>();
+    if (!out.empty()) std::memcpy(static_cast<char*>(ta.ArrayBuffer().Data()) + ta.ByteOffset(), out.data(), out.size() * sizeof(int64_t));
+    deferred_.Resolve(arr);
+  }
+
+  void OnError(const Napi::Error& e) override {
+    Napi::Env env = Env();
+    Finish();
+    deferred_.Reject(MakeError(env, "ORT", e.Message(), ort_code_).Value());
+  }
+
+ private:
+  void Finish() {
+    Session::Unwrap(self_.Value())->RunFinished();
+    job_.reset();
+  }
+
+  Napi::Promise::Deferred deferred_;
+  Napi::ObjectReference self_;
+  std::unique_ptr<GreedyJob> job_;
+  int ort_code_ = -1;
+};
+
+bool Has(const std::vector<ValueInfo>& xs, const std::string& n) {
+  return std::any_of(xs.begin(), xs.end(), [&](const ValueInfo& v) { return v.name == n; });
+}
+
+int64_t Integer(Napi::Object o, const char* key, int64_t lo, int64_t hi) {
+  Napi::Value v = o.Get(key);
+  const double d = v.IsNumber() ? v.As<Napi::Number>().DoubleValue() : static_cast<double>(lo) - 1;
+  if (!(d >= static_cast<double>(lo) && d <= static_cast<double>(hi)) || d != static_cast<double>(static_cast<int64_t>(d))) {
+    throw ArgumentError(std::string("greedy: ") + key + " must be an integer from " + std::to_string(lo) + " to " + std::to_string(hi));
+  }
+  return static_cast<int64_t>(d);
+}
+
+std::shared_ptr<HeldValue> DeviceArg(Napi::Env env, Napi::Value v, const std::string& what) {
+  if (!DeviceValue::Is(env, v)) throw ArgumentError("greedy: " + what + " must be a device value (from allocate())");
+  std::shared_ptr<HeldValue> h = DeviceValue::Unwrap(v.As<Napi::Object>())->held();
+  if (!h) throw MakeError(env, "DISPOSED", "greedy: " + what + ": the device value was disposed");
+  return h;
+}
+
+// An int64 device value of `count` elements (and of dims [B, S] for the mask).
+std::shared_ptr<HeldValue> Int64Value(Napi::Env env, Napi::Object o, const char* key, int64_t count) {
+  std::shared_ptr<HeldValue> h = DeviceArg(env, o.Get(key), key);
+  auto ts = h->value.GetTensorTypeAndShapeInfo();
+  if (ts.GetElementType() != ONNX_TENSOR_ELEMENT_DATA_TYPE_INT64 || static_cast<int64_t>(ts.GetElementCount()) != count) {
+    throw ArgumentError(std::string("greedy: ") + key + " must be an int64 value of " + std::to_string(count) + " elements");
+  }
+  return h;
+}
+
+std::vector<Named> NamedValues(Napi::Env env, Napi::Value v, const std::vector<ValueInfo>& known, const std::string& what) {
+  if (!v.IsObject() || v.IsArray()) throw ArgumentError("greedy: " + what + " must be an object of name → device value");
+  Napi::Object o = v.As<Napi::Object>();
+  Napi::Array keys = o.GetPropertyNames();
+  std::vector<Named> xs;
+  for (uint32_t i = 0; i < keys.Length(); ++i) {
+    Named n;
+    n.name = keys.Get(i).ToString().Utf8Value();
+    if (!Has(known, n.name)) throw ArgumentError("greedy: " + what + ": the model has no " + (what.find("feeds") == 0 ? "input" : "output") + " '" + n.name + "'");
+    n.value = DeviceArg(env, o.Get(n.name), what + "." + n.name);
+    xs.push_back(std::move(n));
+  }
+  return xs;
+}
+
+}  // namespace
+
+// greedy({ steps, feeds: [F0, F1], bind: [O0, O1], graphIds?: [g0, g1], first, ids, mask, pos, next, tokens, slot,
+//          done, stop, pad }) → Promise<BigInt64Array> of [steps run, B] token ids.
+Napi::Value Session::Greedy(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  auto deferred = Napi::Promise::Deferred::New(env);
+  try {
+    if (!core_) throw MakeError(env, "RELEASED", "this session was released");
+    if (info.Length() < 1 || !info[0].IsObject()) throw ArgumentError("greedy(args): args must be an object");
+    Napi::Object o = info[0].As<Napi::Object>();
+    auto job = std::make_unique<GreedyJob>();
+    job->core = core_;
+    Napi::Value tv = o.Get("tokens");
+    if (!tv.IsTypedArray() || tv.As<Napi::TypedArray>().TypedArrayType() != napi_bigint64_array) {
+      throw ArgumentError("greedy: tokens must be a BigInt64Array (the first step's token id of each row)");
+    }
+    Napi::TypedArray tokens = tv.As<Napi::TypedArray>();
+    job->B = static_cast<int64_t>(tokens.ElementLength());
+    if (job->B < 1) throw ArgumentError("greedy: tokens must hold at least one row");
+    const int64_t* tp = reinterpret_cast<const int64_t*>(static_cast<const char*>(tokens.ArrayBuffer().Data()) + tokens.ByteOffset());
+    job->tokens.assign(tp, tp + job->B);
+    Napi::Value dv = o.Get("done");
+    if (!dv.IsTypedArray() || dv.As<Napi::TypedArray>().TypedArrayType() != napi_uint8_array ||
+        static_cast<int64_t>(dv.As<Napi::TypedArray>().ElementLength()) != job->B) {
+      throw ArgumentError("greedy: done must be a Uint8Array of one flag per row (" + std::to_string(job->B) + ")");
+    }
+    Napi::TypedArray done = dv.As<Napi::TypedArray>();
+    const uint8_t* dp = static_cast<const uint8_t*>(done.ArrayBuffer().Data()) + done.ByteOffset();
+    job->done.assign(dp, dp + job->B);
+    Napi::Value sv = o.Get("stop");
+    if (!sv.IsTypedArray() || sv.As<Napi::TypedArray>().TypedArrayType() != napi_bigint64_array) {
+      throw ArgumentError("greedy: stop must be a BigInt64Array of token ids");
+    }
+    Napi::TypedArray stop = sv.As<Napi::TypedArray>();
+    const int64_t* sp = reinterpret_cast<const int64_t*>(static_cast<const char*>(stop.ArrayBuffer().Data()) + stop.ByteOffset());
+    job->stop.insert(sp, sp + stop.ElementLength());
+    job->pad = Integer(o, "pad", 0, (int64_t(1) << 53) - 1);
+    job->steps = Integer(o, "steps", 1, int64_t(1) << 30);
+    job->slot = Integer(o, "slot", 0, int64_t(1) << 40);
+    job->first = static_cast<int>(Integer(o, "first", 0, 1));
+    job->ids = Int64Value(env, o, "ids", job->B);
+    job->next = Int64Value(env, o, "next", job->B);
+    job->pos = Int64Value(env, o, "pos", 1);
+    job->mask = DeviceArg(env, o.Get("mask"), "mask");
+    {
+      auto ts = job->mask->value.GetTensorTypeAndShapeInfo();
+      const std::vector<int64_t> dims = ts.GetShape();
+      if (ts.GetElementType() != ONNX_TENSOR_ELEMENT_DATA_TYPE_INT64 || dims.size() != 2 || dims[0] != job->B) {
+        throw ArgumentError("greedy: mask must be an int64 value of dims [" + std::to_string(job->B) + ", window]");
+      }
+      job->S = dims[1];
+    }
+    if (job->slot + job->steps > job->S) {
+      throw ArgumentError("greedy: " + std::to_string(job->steps) + " steps from slot " + std::to_string(job->slot) + " do not fit the window of " +
+                          std::to_string(job->S) + " slots");
+    }
+    Napi::Value fv = o.Get("feeds"), bv = o.Get("bind"), gv = o.Get("graphIds");
+    if (!fv.IsArray() || fv.As<Napi::Array>().Length() != 2) throw ArgumentError("greedy: feeds must be an array of two objects (one per direction)");
+    if (!bv.IsArray() || bv.As<Napi::Array>().Length() != 2) throw ArgumentError("greedy: bind must be an array of two objects (one per direction)");
+    const bool graphs = !gv.IsUndefined() && !gv.IsNull();
+    if (graphs) {
+      if (!core_->cuda_graph) throw ArgumentError("greedy: graphIds given, but this session was not created with cudaOptions.enable_cuda_graph");
+      if (!gv.IsArray() || gv.As<Napi::Array>().Length() != 2) throw ArgumentError("greedy: graphIds must be an array of two positive integers");
+    }
+    for (uint32_t d = 0; d < 2; ++d) {
+      Direction& dir = job->dir[d];
+      dir.feeds = NamedValues(env, fv.As<Napi::Array>().Get(d), core_->inputs, "feeds[" + std::to_string(d) + "]");
+      dir.bound = NamedValues(env, bv.As<Napi::Array>().Get(d), core_->outputs, "bind[" + std::to_string(d) + "]");
+      if (graphs) {
+        Napi::Value g = gv.As<Napi::Array>().Get(d);
+        const double x = g.IsNumber() ? g.As<Napi::Number>().DoubleValue() : 0;
+        if (!(x >= 1 && x <= 2147483647.0) || x != static_cast<double>(static_cast<int64_t>(x))) {
+          throw ArgumentError("greedy: graphIds must be an array of two positive integers");
+        }
+        dir.graph_id = std::to_string(static_cast<int64_t>(x));
+      }
+      const bool binds_next = std::any_of(dir.bound.begin(), dir.bound.end(), [&](const Named& b) { return b.value == job->next; });
+      if (!binds_next) throw ArgumentError("greedy: bind[" + std::to_string(d) + "] must bind an output to `next` (the graph's next_token)");
+    }
+    Enqueue(new GreedyWorker(env, deferred, info.This().As<Napi::Object>(), std::move(job)));
+  } catch (const ArgumentError& e) {
+    deferred.Reject(MakeError(env, "BAD_ARGUMENT", e.what()).Value());
+  } catch (const Napi::Error& e) {
+    deferred.Reject(e.Value());
+  } catch (const Ort::Exception& e) {
+    deferred.Reject(MakeError(env, "ORT", e.what(), static_cast<int>(e.GetOrtErrorCode())).Value());
+  }
+  return deferred.Promise();
+}
+
+}  // namespace hubmoe
