@@ -184,6 +184,36 @@ describe('the static-cache graph', () => {
         }
       }
       expect((await stepLoop(9, stopBoth, [false, false])).length).toBeLessThan(9);
+      // Bad arguments of the addon's call, each named before anything runs.
+      const alloc = (dims: number[]): ReturnType<NonNullable<typeof backend.allocate>> => backend.allocate!('int64', dims);
+      const v = { ids: alloc([2, 1]), mask: alloc([2, 8]), pos: alloc([1]), next: alloc([2]) };
+      const good = {
+        steps: 2,
+        feeds: [{ input_ids: v.ids }, { input_ids: v.ids }] as [Record<string, typeof v.ids>, Record<string, typeof v.ids>],
+        bind: [{ next_token: v.next }, { next_token: v.next }] as [Record<string, typeof v.ids>, Record<string, typeof v.ids>],
+        first: 0 as const,
+        ...v,
+        tokens: BigInt64Array.of(1n, 2n),
+        slot: 0,
+        done: new Uint8Array(2),
+        stop: new BigInt64Array(0),
+        pad: 0,
+      };
+      const bad: Array<[Record<string, unknown>, RegExp]> = [
+        [{ tokens: [1, 2] }, /tokens must be a BigInt64Array/],
+        [{ done: new Uint8Array(3) }, /done must be a Uint8Array of one flag per row \(2\)/],
+        [{ mask: alloc([3, 8]) }, /mask must be an int64 value of dims \[2, window\]/],
+        [{ next: alloc([3]) }, /next must be an int64 value of 2 elements/],
+        [{ steps: 9 }, /9 steps from slot 0 do not fit the window of 8 slots/],
+        [{ steps: 0 }, /steps must be an integer from 1/],
+        [{ graphIds: [1, 2] }, /enable_cuda_graph/],
+        [{ feeds: [{ nope: v.ids }, {}] }, /the model has no input 'nope'/],
+        [{ bind: [{ logits: alloc([2]) }, { next_token: v.next }] }, /bind\[0\] must bind an output to `next`/],
+      ];
+      for (const [change, msg] of bad) {
+        await expect(backend.greedySteps!({ ...good, ...change } as Parameters<NonNullable<typeof backend.greedySteps>>[0])).rejects.toMatchObject({ code: 'BAD_ARGUMENT', message: expect.stringMatching(msg) });
+      }
+      for (const x of Object.values(v)) x.dispose();
       // The window is checked before anything runs.
       const { stream } = await cache.begin(ids, mask, 2, 5, 4, []);
       try {
