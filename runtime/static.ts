@@ -8,9 +8,11 @@
  * On the native backend the caches live in two sets of buffers allocated once per batch size: a run
  * reads one set and writes the other (a replayed graph reads and writes the addresses it was captured
  * with, so the two directions are two graphs). The step's inputs (token ids, mask, position) are small
- * buffers written before each run; the logits come back through one bound buffer. On
- * onnxruntime-node the same graph runs with host tensors, each step's present caches fed back as the
- * next step's past ones.
+ * buffers written before each run; the logits come back through one bound buffer. Greedy decoding of
+ * a graph with `next_token` can hand the step loop itself to the addon (`DecodeStream.greedy`,
+ * runtime/native/addon/src/greedy.cc), which then runs a chunk of steps without returning to JavaScript.
+ * On onnxruntime-node the same graph runs with host tensors, each step's present caches fed back as
+ * the next step's past ones.
  */
 import { HubmoeError } from '../src/errors.js';
 import { Tensor, isDeviceValue } from './backend.js';
