@@ -6,12 +6,17 @@
  * (JavaScript between steps). Compare the run's share with the kernels' own time from Nsight Compute
  * (bench/kernel-profile.mjs) to split it into GPU work and launch/host overhead.
  *
- *   npm run build && node bench/step-breakdown.mjs --model DIR [--batch 1] [--steps 64] [--prompt 64] [--rounds 3] [--graph static|cuda-graph] [--json FILE]
+ *   npm run build && node bench/step-breakdown.mjs --model DIR [--batch 1] [--steps 64] [--prompt 64] [--rounds 3] [--graph static|cuda-graph] [--loop] [--json FILE]
  *
  * Timing wraps the backend's runBound and the device values' write/download/read methods in place (this script
- * only); the step wall time is the gap between consecutive onToken calls, as in bench/decode-ab.mjs. The run is
- * split further by the addon's own clock (the session's `lastRunTiming`): the hand-overs between threads, the
- * IoBinding, ONNX Runtime's Run, the wait for the GPU and the return.
+ * only); the step wall time is the gap between consecutive onToken calls. The run is split further by the addon's
+ * own clock (the session's `lastRunTiming`): the hand-overs between threads, the IoBinding, ONNX Runtime's Run, the
+ * wait for the GPU and the return. That is the step loop in JavaScript (`decodeLoop: false`).
+ *
+ * With --loop, the greedy steps run inside the addon (the default for fused models): the step is the generation's
+ * time from the prefill's token to the last one over its steps, split by the addon's clock (the session's
+ * `lastGreedyTiming`, summed over the generation's calls): the step's input writes, ORT's Run, the wait for the GPU,
+ * the token read, the calls' thread hand-overs, and the rest (JavaScript between calls).
  */
 import { writeFile } from 'node:fs/promises';
 import { parseArgs } from 'node:util';
@@ -26,18 +31,88 @@ const { values } = parseArgs({
     prompt: { type: 'string', default: '64' },
     rounds: { type: 'string', default: '3' },
     graph: { type: 'string' },
+    loop: { type: 'boolean', default: false },
     json: { type: 'string' },
   },
 });
 if (!values.model) {
-  console.error('usage: node bench/step-breakdown.mjs --model DIR [--batch 1] [--steps 64] [--prompt 64] [--rounds 3] [--graph static|cuda-graph] [--json FILE]');
+  console.error('usage: node bench/step-breakdown.mjs --model DIR [--batch 1] [--steps 64] [--prompt 64] [--rounds 3] [--graph static|cuda-graph] [--loop] [--json FILE]');
   process.exit(2);
 }
-const model = await loadModel(values.model, { device: values.device, ...graphChoice(values.graph) });
+const model = await loadModel(values.model, { device: values.device, ...graphChoice(values.graph), decodeLoop: values.loop });
 const backend = model.backend;
 if (!backend || typeof backend.runBound !== 'function' || typeof backend.allocate !== 'function') {
   console.error('step-breakdown needs the native backend (static-cache graph with device values)');
   process.exit(2);
+}
+const B = Number(values.batch);
+const steps = Number(values.steps);
+const P = Number(values.prompt);
+const V = model.spec.vocab.size;
+let seed = 7;
+const rand = () => {
+  seed = (Math.imul(seed, 1664525) + 1013904223) >>> 0;
+  return 3 + (seed % (V - 3));
+};
+const median = (a) => [...a].sort((x, y) => x - y)[Math.floor(a.length / 2)];
+if (values.loop) {
+  if (typeof backend.greedySteps !== 'function') {
+    console.error('--loop needs a fused model on the native backend (greedy steps in the addon)');
+    process.exit(2);
+  }
+  // Per generation: the addon's split summed over its greedy calls, then per step.
+  const PARTS = ['write', 'run', 'sync', 'read', 'calls'];
+  const sum = {};
+  const greedySteps = backend.greedySteps.bind(backend);
+  backend.greedySteps = async (args) => {
+    const r = await greedySteps(args);
+    const t = backend.lastGreedyTiming;
+    for (const k of ['write', 'run', 'sync', 'read']) sum[k] += t[k] / 1000;
+    sum.calls += (t.wait + t.handOver + t.handBack + t.settle) / 1000;
+    sum.n += 1;
+    return r;
+  };
+  const rows = { step: [], ...Object.fromEntries(PARTS.map((k) => [k, []])), chunks: [] };
+  const generation = async (record) => {
+    for (const k of [...PARTS, 'n']) sum[k] = 0;
+    const prompts = Array.from({ length: B }, () => Array.from({ length: P }, rand));
+    let first = 0;
+    let last = 0;
+    await model.generate(prompts, {
+      maxNewTokens: steps + 1,
+      ignoreEos: true,
+      onToken: ({ row, step }) => {
+        if (row !== 0) return;
+        if (step === 0) {
+          first = performance.now();
+          for (const k of [...PARTS, 'n']) sum[k] = 0;
+        }
+        last = performance.now();
+      },
+    });
+    if (!record) return;
+    rows.step.push((last - first) / steps);
+    for (const k of PARTS) rows[k].push(sum[k] / steps);
+    rows.chunks.push(sum.n);
+  };
+  await generation(false); // warm-up: captures the CUDA graphs
+  for (let r = 0; r < Number(values.rounds); r++) await generation(true);
+  const m = Object.fromEntries(Object.entries(rows).map(([k, v]) => [k, median(v)]));
+  const other = m.step - m.write - m.run - m.sync - m.read - m.calls;
+  console.log(`| ${values.model}, batch ${B} (${model.graph}, greedy steps in the addon: ${m.chunks} calls for ${steps} steps) | ms per step | share |\n| --- | --- | --- |`);
+  const label = [
+    ['step (wall, prefill token to last token over the steps)', m.step],
+    ["writes of the step's token ids, mask column and position", m.write],
+    ['ORT Run (graph launch)', m.run],
+    ['waiting for the GPU', m.sync],
+    ['reading the tokens', m.read],
+    ["the calls' thread hand-overs (to a worker, the session's thread and back), per step", m.calls],
+    ['the rest (JavaScript between calls)', other],
+  ];
+  for (const [k, v] of label) console.log(`| ${k} | ${v.toFixed(3)} | ${((100 * v) / m.step).toFixed(1)} % |`);
+  if (values.json) await writeFile(values.json, JSON.stringify({ model: values.model, batch: B, steps, graph: model.graph, loop: true, msPerStep: m.step, calls: m.chunks, ms: { write: m.write, run: m.run, sync: m.sync, read: m.read, calls: m.calls, other } }, null, 2));
+  await model.dispose();
+  process.exit(0);
 }
 const spent = { write: 0, run: 0, read: 0 };
 // Inside the run, from the addon's own clock (NativeRunTiming, µs), summed over the step's runs.
@@ -85,16 +160,6 @@ backend.allocate = function (...args) {
   return v;
 };
 
-const B = Number(values.batch);
-const steps = Number(values.steps);
-const P = Number(values.prompt);
-const V = model.spec.vocab.size;
-let seed = 7;
-const rand = () => {
-  seed = (Math.imul(seed, 1664525) + 1013904223) >>> 0;
-  return 3 + (seed % (V - 3));
-};
-const median = (a) => [...a].sort((x, y) => x - y)[Math.floor(a.length / 2)];
 const rows = { step: [], write: [], run: [], read: [], ...Object.fromEntries(PARTS.map((k) => [`run.${k}`, []])) };
 async function round(record) {
   const prompts = Array.from({ length: B }, () => Array.from({ length: P }, rand));

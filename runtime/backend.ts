@@ -13,7 +13,7 @@ import ort from 'onnxruntime-node';
 import { HubmoeError } from '../src/errors.js';
 import { PACKAGE_ROOT } from '../src/version.js';
 import { createNativeSession, loadNative, nativeStatus } from './native/index.js';
-import type { DeviceValue, NativeFeed, NativeGreedyArgs, NativeRunTiming, NativeSession } from './native/index.js';
+import type { DeviceValue, NativeFeed, NativeGreedyArgs, NativeGreedyTiming, NativeRunTiming, NativeSession } from './native/index.js';
 
 export type Device = 'cpu' | 'cuda';
 export type BackendName = 'onnxruntime-node' | 'native';
@@ -169,6 +169,11 @@ class NativeBackend extends SessionBackend<NativeSession> implements InferenceBa
   /** Where the last successful run's wall time went (bench/step-breakdown.mjs). */
   get lastRunTiming(): NativeRunTiming | undefined {
     return this.session.lastRunTiming;
+  }
+
+  /** Where the last successful greedy call's wall time went (bench/step-breakdown.mjs). */
+  get lastGreedyTiming(): NativeGreedyTiming | undefined {
+    return this.session.lastGreedyTiming;
   }
 
   async runBound(

@@ -246,6 +246,25 @@ export interface NativeGreedyArgs {
   pad: number;
 }
 
+/**
+ * Where a greedy call's wall time went ({@link NativeSession.greedy}), in microseconds: `steps` run, then, summed
+ * over them, `write` (the step's token ids, mask column and position), `run` (ONNX Runtime's Run: for a replayed CUDA
+ * graph its launch), `sync` (waiting for the step's outputs: the device work) and `read` (the tokens back); and, once
+ * per call, `wait` for a worker thread, `handOver` to the session's thread, `handBack` to the worker and `settle`
+ * back on JavaScript's thread.
+ */
+export interface NativeGreedyTiming {
+  steps: number;
+  wait: number;
+  handOver: number;
+  write: number;
+  run: number;
+  sync: number;
+  read: number;
+  handBack: number;
+  settle: number;
+}
+
 /** The addon's session object, which {@link NativeSession} wraps. */
 export interface NativeSessionHandle {
   readonly inputNames: string[];
@@ -258,6 +277,8 @@ export interface NativeSessionHandle {
   readonly released: boolean;
   /** The last successful run's timing (none before the first). */
   readonly lastRunTiming?: NativeRunTiming;
+  /** The last successful greedy call's timing (none before the first). */
+  readonly lastGreedyTiming?: NativeGreedyTiming;
   run(feeds: Record<string, NativeFeed>, options: { deviceOutputs?: string[]; outputs?: string[]; bind?: Record<string, DeviceValue>; graphId?: number }): Promise<NativeOutputs>;
   allocate(type: TensorElementType, dims: number[]): DeviceValue;
   greedy(args: NativeGreedyArgs): Promise<BigInt64Array>;
@@ -490,6 +511,11 @@ export class NativeSession {
     } catch (err) {
       throw wrapError(err, `native run of ${this.modelPath} failed`);
     }
+  }
+
+  /** Where the last successful greedy call's wall time went (see {@link NativeGreedyTiming}); undefined before the first. */
+  get lastGreedyTiming(): NativeGreedyTiming | undefined {
+    return this.raw.lastGreedyTiming;
   }
 
   /**

@@ -15,6 +15,7 @@ import { createBackend, customOpsLibrary } from '../../runtime/backend.js';
 import type { InferenceBackend } from '../../runtime/backend.js';
 import { graphChoice, loadModel } from '../../runtime/model.js';
 import { loadNative } from '../../runtime/native/index.js';
+import type { NativeGreedyTiming } from '../../runtime/native/index.js';
 import { StaticCache, windowSlots } from '../../runtime/static.js';
 import { loadSpec } from '../../src/schema/load.js';
 import { argmax } from '../../runtime/sampling.js';
@@ -179,6 +180,11 @@ describe('the static-cache graph', () => {
           const last = a[a.length - 1]!;
           const b = a.length < 4 ? [] : await stream.greedy!(last.map((t, r) => (done[r] && !stop.includes(t) ? PAD : t)), done, 5, stop, PAD);
           expect([...a, ...b]).toEqual(want);
+          // The addon's clock of the last call: its steps, and where their time went.
+          const t = (backend as unknown as { lastGreedyTiming?: NativeGreedyTiming }).lastGreedyTiming!;
+          expect(t.steps).toBe(b.length || a.length);
+          for (const k of ['wait', 'handOver', 'write', 'run', 'sync', 'read', 'handBack', 'settle'] as const) expect(t[k]).toBeGreaterThanOrEqual(0);
+          expect(t.run).toBeGreaterThan(0);
         } finally {
           stream.end();
         }

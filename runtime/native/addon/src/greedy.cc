@@ -6,6 +6,7 @@
 // runs on the session's thread: two IoBindings (one per direction of the cache buffers) are made once, and a
 // step is three small copies in, ONNX Runtime's Run (a replayed CUDA graph) and one small copy out.
 #include <algorithm>
+#include <chrono>
 #include <cstring>
 #include <set>
 
@@ -36,7 +37,15 @@ struct GreedyJob {
   std::vector<uint8_t> done;    // rows already finished: fed `pad`
   std::set<int64_t> stop;       // token ids that finish a row
   std::vector<int64_t> out;     // [steps run, B]
+  // Where the wall time went (µs; the step parts summed over the steps). See Session::GetLastGreedyTiming.
+  using Clock = std::chrono::steady_clock;
+  Clock::time_point called, started, job, looped, returned;
+  GreedyTiming timing;
 };
+
+double Micros(GreedyJob::Clock::time_point a, GreedyJob::Clock::time_point b) {
+  return std::chrono::duration<double, std::micro>(b - a).count();
+}
 
 bool OnCuda(const HeldValue& h) {
   return h.value.GetTensorMemoryInfo().GetDeviceType() == OrtMemoryInfoDeviceType_GPU;
@@ -60,6 +69,8 @@ void Get(void* dst, HeldValue& h, size_t bytes, int dev) {
 }
 
 void Loop(GreedyJob& j) {
+  using Clock = GreedyJob::Clock;
+  j.job = Clock::now();
   Ort::Session& s = *j.core->session;
   const int dev = j.core->device_id;
   std::vector<Ort::IoBinding> bindings;
@@ -80,14 +91,24 @@ void Loop(GreedyJob& j) {
   for (int64_t k = 0; k < j.steps; ++k) {
     const int d = static_cast<int>((j.first + k) & 1);
     const int64_t at = j.slot + k;
+    const Clock::time_point t0 = Clock::now();
     Put(*j.ids, 0, row_bytes, feed.data(), row_bytes, row_bytes, 1, dev);
     Put(*j.mask, static_cast<size_t>(at) * sizeof(int64_t), static_cast<size_t>(j.S) * sizeof(int64_t), ones.data(),
         sizeof(int64_t), sizeof(int64_t), static_cast<size_t>(j.B), dev);
     Put(*j.pos, 0, sizeof(int64_t), &at, sizeof(int64_t), sizeof(int64_t), 1, dev);
+    const Clock::time_point t1 = Clock::now();
     s.Run(options[d], bindings[d]);
+    const Clock::time_point t2 = Clock::now();
     bindings[d].SynchronizeOutputs();
+    const Clock::time_point t3 = Clock::now();
     Get(got.data(), *j.next, row_bytes, dev);
     j.out.insert(j.out.end(), got.begin(), got.end());
+    const Clock::time_point t4 = Clock::now();
+    j.timing.write += Micros(t0, t1);
+    j.timing.run += Micros(t1, t2);
+    j.timing.sync += Micros(t2, t3);
+    j.timing.read += Micros(t3, t4);
+    j.timing.steps += 1;
     // As runtime/model.ts does: a row that was finished is fed the pad id; one that finishes now is fed its token.
     bool all = true;
     for (size_t r = 0; r < got.size(); ++r) {
@@ -97,6 +118,7 @@ void Loop(GreedyJob& j) {
     }
     if (all) break;
   }
+  j.looped = Clock::now();
 }
 
 class GreedyWorker : public Napi::AsyncWorker {
@@ -107,8 +129,10 @@ class GreedyWorker : public Napi::AsyncWorker {
   void Execute() override {
     try {
       GreedyJob& j = *job_;
+      j.started = GreedyJob::Clock::now();
       if (j.core->executor) j.core->executor->Call([&j] { Loop(j); });
       else Loop(j);
+      j.returned = GreedyJob::Clock::now();
     } catch (const Ort::Exception& e) {
       ort_code_ = static_cast<int>(e.GetOrtErrorCode());
       SetError(e.what());
@@ -119,7 +143,14 @@ class GreedyWorker : public Napi::AsyncWorker {
 
   void OnOK() override {
     Napi::Env env = Env();
-    std::vector<int64_t> out = std::move(job_->out);
+    GreedyJob& j = *job_;
+    GreedyTiming t = j.timing;
+    t.wait = Micros(j.called, j.started);         // greedy() to a libuv worker starting it
+    t.hand_over = Micros(j.started, j.job);       // the worker to the session's thread (CUDA-graph sessions)
+    t.hand_back = Micros(j.looped, j.returned);   // the session's thread back to the worker
+    t.settle = Micros(j.returned, GreedyJob::Clock::now());  // the worker to JavaScript's thread
+    Session::Unwrap(self_.Value())->SetLastGreedyTiming(t);
+    std::vector<int64_t> out = std::move(j.out);
     Finish();
     Napi::Value arr = env.Global().Get("BigInt64Array").As<Napi::Function>().New({Napi::Number::New(env, static_cast<double>(out.size()))});
     Napi::TypedArray ta = arr.As<Napi::TypedArray>();
@@ -202,6 +233,7 @@ Napi::Value Session::Greedy(const Napi::CallbackInfo& info) {
     if (info.Length() < 1 || !info[0].IsObject()) throw ArgumentError("greedy(args): args must be an object");
     Napi::Object o = info[0].As<Napi::Object>();
     auto job = std::make_unique<GreedyJob>();
+    job->called = GreedyJob::Clock::now();
     job->core = core_;
     Napi::Value tv = o.Get("tokens");
     if (!tv.IsTypedArray() || tv.As<Napi::TypedArray>().TypedArrayType() != napi_bigint64_array) {
@@ -279,6 +311,23 @@ Napi::Value Session::Greedy(const Napi::CallbackInfo& info) {
     deferred.Reject(MakeError(env, "ORT", e.what(), static_cast<int>(e.GetOrtErrorCode())).Value());
   }
   return deferred.Promise();
+}
+
+Napi::Value Session::GetLastGreedyTiming(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!has_greedy_) return env.Undefined();
+  const GreedyTiming& t = last_greedy_;
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("steps", t.steps);
+  o.Set("wait", t.wait);
+  o.Set("handOver", t.hand_over);
+  o.Set("write", t.write);
+  o.Set("run", t.run);
+  o.Set("sync", t.sync);
+  o.Set("read", t.read);
+  o.Set("handBack", t.hand_back);
+  o.Set("settle", t.settle);
+  return o;
 }
 
 }  // namespace hubmoe

@@ -194,6 +194,11 @@ struct RunTiming {
   double wait = 0, hand_over = 0, bind = 0, run = 0, sync = 0, collect = 0, hand_back = 0, settle = 0;
 };
 
+// Where a greedy call's wall time went, in microseconds summed over its steps (the session's `lastGreedyTiming`).
+struct GreedyTiming {
+  double steps = 0, wait = 0, hand_over = 0, write = 0, run = 0, sync = 0, read = 0, hand_back = 0, settle = 0;
+};
+
 class Session : public Napi::ObjectWrap<Session> {
  public:
   static Napi::Function Define(Napi::Env env);
@@ -204,6 +209,8 @@ class Session : public Napi::ObjectWrap<Session> {
   void RunFinished();
   // Called on the main thread when a run succeeds.
   void SetLastTiming(const RunTiming& t) { last_timing_ = t, has_timing_ = true; }
+  // Called on the main thread when a greedy call succeeds.
+  void SetLastGreedyTiming(const GreedyTiming& t) { last_greedy_ = t, has_greedy_ = true; }
 
  private:
   Napi::Value Run(const Napi::CallbackInfo& info);
@@ -223,6 +230,7 @@ class Session : public Napi::ObjectWrap<Session> {
   Napi::Value GetBusy(const Napi::CallbackInfo& info);
   Napi::Value GetReleased(const Napi::CallbackInfo& info);
   Napi::Value GetLastRunTiming(const Napi::CallbackInfo& info);
+  Napi::Value GetLastGreedyTiming(const Napi::CallbackInfo& info);
 
   std::shared_ptr<SessionCore> core_;
   std::string device_;
@@ -236,6 +244,8 @@ class Session : public Napi::ObjectWrap<Session> {
   // Kept as numbers; the JS object is built only when asked for (not on every decode step).
   RunTiming last_timing_;
   bool has_timing_ = false;
+  GreedyTiming last_greedy_;
+  bool has_greedy_ = false;
 };
 
 // Starts session creation on a worker thread; resolves to a Session object.

@@ -526,6 +526,7 @@ Napi::Function Session::Define(Napi::Env env) {
                          InstanceAccessor<&Session::GetBusy>("busy"),
                          InstanceAccessor<&Session::GetReleased>("released"),
                          InstanceAccessor<&Session::GetLastRunTiming>("lastRunTiming"),
+                         InstanceAccessor<&Session::GetLastGreedyTiming>("lastGreedyTiming"),
                      });
 }
 
