@@ -227,8 +227,7 @@ std::vector<Named> NamedValues(Napi::Env env, Napi::Value v, const std::vector<V
 //          done, stop, pad }) → Promise<BigInt64Array> of [steps run, B] token ids.
 Napi::Value Session::Greedy(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  auto deferred = Napi::Promise::Deferred::New(env);
-  try {
+  return PromiseOf(env, [&](Napi::Promise::Deferred deferred) {
     if (!core_) throw MakeError(env, "RELEASED", "this session was released");
     if (info.Length() < 1 || !info[0].IsObject()) throw ArgumentError("greedy(args): args must be an object");
     Napi::Object o = info[0].As<Napi::Object>();
@@ -303,14 +302,7 @@ Napi::Value Session::Greedy(const Napi::CallbackInfo& info) {
       if (!binds_next) throw ArgumentError("greedy: bind[" + std::to_string(d) + "] must bind an output to `next` (the graph's next_token)");
     }
     Enqueue(new GreedyWorker(env, deferred, info.This().As<Napi::Object>(), std::move(job)));
-  } catch (const ArgumentError& e) {
-    deferred.Reject(MakeError(env, "BAD_ARGUMENT", e.what()).Value());
-  } catch (const Napi::Error& e) {
-    deferred.Reject(e.Value());
-  } catch (const Ort::Exception& e) {
-    deferred.Reject(MakeError(env, "ORT", e.what(), static_cast<int>(e.GetOrtErrorCode())).Value());
-  }
-  return deferred.Promise();
+  });
 }
 
 Napi::Value Session::GetLastGreedyTiming(const Napi::CallbackInfo& info) {

@@ -109,6 +109,23 @@ auto Guard(Napi::Env env, const char* other, F&& f) -> decltype(f()) {
   }
 }
 
+// A promise settled by what f(deferred) does, or rejected with what it throws: ArgumentError → 'BAD_ARGUMENT',
+// Ort::Exception → 'ORT' (with its code), a JS error as it is. For entry points that start work on a worker thread.
+template <typename F>
+Napi::Value PromiseOf(Napi::Env env, F&& f) {
+  auto deferred = Napi::Promise::Deferred::New(env);
+  try {
+    f(deferred);
+  } catch (const ArgumentError& e) {
+    deferred.Reject(MakeError(env, "BAD_ARGUMENT", e.what()).Value());
+  } catch (const Napi::Error& e) {
+    deferred.Reject(e.Value());
+  } catch (const Ort::Exception& e) {
+    deferred.Reject(MakeError(env, "ORT", e.what(), static_cast<int>(e.GetOrtErrorCode())).Value());
+  }
+  return deferred.Promise();
+}
+
 // ---- session.cc / device_value.cc ----
 
 // What a session's device values share with it: a device value keeps the session (and so the

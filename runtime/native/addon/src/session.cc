@@ -496,17 +496,11 @@ Napi::Object MetadataToJs(Napi::Env env, const std::vector<ValueInfo>& infos) {
 
 Napi::Value CreateSession(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  auto deferred = Napi::Promise::Deferred::New(env);
-  try {
+  return PromiseOf(env, [&](Napi::Promise::Deferred deferred) {
     EnsureOrt(env);
     auto* w = new CreateWorker(env, deferred, ReadConfig(info));
     w->Queue();
-  } catch (const ArgumentError& e) {
-    deferred.Reject(MakeError(env, "BAD_ARGUMENT", e.what()).Value());
-  } catch (const Napi::Error& e) {
-    deferred.Reject(e.Value());
-  }
-  return deferred.Promise();
+  });
 }
 
 Napi::Function Session::Define(Napi::Env env) {
@@ -554,8 +548,7 @@ Session::Session(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Session>(inf
 
 Napi::Value Session::Run(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  auto deferred = Napi::Promise::Deferred::New(env);
-  try {
+  return PromiseOf(env, [&](Napi::Promise::Deferred deferred) {
     if (!core_) throw MakeError(env, "RELEASED", "this session was released");
     if (info.Length() < 1 || !info[0].IsObject()) throw ArgumentError("run(feeds, options): feeds must be an object of input name → tensor");
     Napi::Object feeds_obj = info[0].As<Napi::Object>();
@@ -651,14 +644,7 @@ Napi::Value Session::Run(const Napi::CallbackInfo& info) {
     auto* w = new RunWorker(env, deferred, info.This().As<Napi::Object>(), core_, std::move(feeds), std::move(outputs), std::move(on_device),
                             std::move(bound), std::move(graph_id));
     Enqueue(w);
-  } catch (const ArgumentError& e) {
-    deferred.Reject(MakeError(env, "BAD_ARGUMENT", e.what()).Value());
-  } catch (const Napi::Error& e) {
-    deferred.Reject(e.Value());
-  } catch (const Ort::Exception& e) {
-    deferred.Reject(MakeError(env, "ORT", e.what(), static_cast<int>(e.GetOrtErrorCode())).Value());
-  }
-  return deferred.Promise();
+  });
 }
 
 // allocate(type, dims) → a zero-filled device value in the session's device memory, to bind as an output
