@@ -309,17 +309,8 @@ Napi::Value Session::GetLastGreedyTiming(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (!has_greedy_) return env.Undefined();
   const GreedyTiming& t = last_greedy_;
-  Napi::Object o = Napi::Object::New(env);
-  o.Set("steps", t.steps);
-  o.Set("wait", t.wait);
-  o.Set("handOver", t.hand_over);
-  o.Set("write", t.write);
-  o.Set("run", t.run);
-  o.Set("sync", t.sync);
-  o.Set("read", t.read);
-  o.Set("handBack", t.hand_back);
-  o.Set("settle", t.settle);
-  return o;
+  return NumbersToJs(env, {{"steps", t.steps}, {"wait", t.wait}, {"handOver", t.hand_over}, {"write", t.write}, {"run", t.run},
+                           {"sync", t.sync}, {"read", t.read}, {"handBack", t.hand_back}, {"settle", t.settle}});
 }
 
 }  // namespace hubmoe

@@ -88,6 +88,9 @@ Napi::Object AdoptHostTensor(Napi::Env env, const char* type_name, ONNXTensorEle
                              size_t bytes);
 Napi::Array DimsToJs(Napi::Env env, const std::vector<int64_t>& dims);
 
+// A JS object of numbers, { key: value, … } (the sessions' timing getters).
+Napi::Object NumbersToJs(Napi::Env env, std::initializer_list<std::pair<const char*, double>> entries);
+
 // Errors handed to JS carry a `code`: 'ORT' (with `ortCode`), 'BAD_ARGUMENT', 'DISPOSED', 'RELEASED',
 // 'NOT_INITIALIZED', 'LOAD' or 'CUDA'.
 Napi::Error MakeError(Napi::Env env, const std::string& code, const std::string& message, int ort_code = -1);

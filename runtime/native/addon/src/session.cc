@@ -748,16 +748,8 @@ Napi::Value Session::GetLastRunTiming(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (!has_timing_) return env.Undefined();
   const RunTiming& t = last_timing_;
-  Napi::Object o = Napi::Object::New(env);
-  o.Set("wait", t.wait);
-  o.Set("handOver", t.hand_over);
-  o.Set("bind", t.bind);
-  o.Set("run", t.run);
-  o.Set("sync", t.sync);
-  o.Set("collect", t.collect);
-  o.Set("handBack", t.hand_back);
-  o.Set("settle", t.settle);
-  return o;
+  return NumbersToJs(env, {{"wait", t.wait}, {"handOver", t.hand_over}, {"bind", t.bind}, {"run", t.run}, {"sync", t.sync},
+                           {"collect", t.collect}, {"handBack", t.hand_back}, {"settle", t.settle}});
 }
 Napi::Value Session::GetReleased(const Napi::CallbackInfo& info) { return Napi::Boolean::New(info.Env(), !core_); }
 

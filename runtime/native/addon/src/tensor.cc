@@ -213,4 +213,10 @@ Napi::Object AdoptHostTensor(Napi::Env env, const char* type_name, ONNXTensorEle
   return HostTensorOver(env, type_name, row, dims, buf, bytes);
 }
 
+Napi::Object NumbersToJs(Napi::Env env, std::initializer_list<std::pair<const char*, double>> entries) {
+  Napi::Object o = Napi::Object::New(env);
+  for (const auto& [key, value] : entries) o.Set(key, value);
+  return o;
+}
+
 }  // namespace hubmoe

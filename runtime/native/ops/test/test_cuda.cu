@@ -219,6 +219,32 @@ std::vector<double> moe_cpu_out(const hubmoe::MoeArgs& a0) {
   return read(y.data(), static_cast<size_t>(a.S * a.H), a.dtype);
 }
 
+// Runs p on `path` (after `setup` on the runner) against the CPU kernel, keeps the worst error per type and checks
+// it; the check's name is `what` with "%s" replaced by the path the runner resolved.
+template <typename Setup>
+void check_moe(Tally& t, const MoeProblem& p, hc::MoePath path, double& worst32, double& worst16, const std::string& what,
+               Setup&& setup) {
+  const DType dt = p.dtype;
+  std::vector<double> want = moe_cpu_out(p.args());
+  MoeDev d(p);
+  Runner r;
+  setup(r.r);
+  r.run(d.args, path);
+  CK(cudaDeviceSynchronize());
+  auto yh = d.y.host();
+  const double err = rel_err(read(yh.data(), want.size(), dt), want);
+  double& worst = dt == DType::f32 ? worst32 : worst16;
+  worst = std::max(worst, err);
+  std::string name = what;
+  const size_t at = name.find("%s");
+  if (at != std::string::npos) name.replace(at, 2, hc::moe_path_name(r.r.resolve(d.args, path)));
+  t.check_err(name, err, dt == DType::f32 ? 2e-5 : 5e-3);
+}
+
+void check_moe(Tally& t, const MoeProblem& p, hc::MoePath path, double& worst32, double& worst16, const std::string& what) {
+  check_moe(t, p, path, worst32, worst16, what, [](hc::MoeRunner&) {});
+}
+
 void moe_correctness(Tally& t, double& worst32, double& worst16) {
   struct Cfg {
     int64_t S, H, X, I;
@@ -240,20 +266,11 @@ void moe_correctness(Tally& t, double& worst32, double& worst16) {
       for (hc::MoePath path : {hc::MoePath::skinny, hc::MoePath::gemm}) {
         const DType lt = (dt == DType::f16 && (seed & 1)) ? DType::f16 : DType::f32;
         MoeProblem p = make_moe(c.S, c.H, c.X, c.I, c.k, c.routing, c.renorm, c.act, c.glu, c.bias, dt, lt, seed++);
-        std::vector<double> want = moe_cpu_out(p.args());
-        MoeDev d(p);
-        Runner r;
-        r.run(d.args, path);
-        CK(cudaDeviceSynchronize());
-        auto yh = d.y.host();
-        const double err = rel_err(read(yh.data(), want.size(), dt), want);
-        (dt == DType::f32 ? worst32 : worst16) = std::max(dt == DType::f32 ? worst32 : worst16, err);
         char what[240];
-        std::snprintf(what, sizeof what, "CUDA MoE %s logits=%s path=%s S=%lld H=%lld X=%lld I=%lld k=%d %s renorm=%d %s glu=%d bias=%d",
-                      hubmoe::dtype_name(dt), hubmoe::dtype_name(lt), hc::moe_path_name(r.r.resolve(d.args, path)),
-                      (long long)c.S, (long long)c.H, (long long)c.X, (long long)c.I, c.k, c.routing, c.renorm, c.act,
-                      c.glu, c.bias);
-        t.check_err(what, err, dt == DType::f32 ? 2e-5 : 5e-3);
+        std::snprintf(what, sizeof what, "CUDA MoE %s logits=%s path=%%s S=%lld H=%lld X=%lld I=%lld k=%d %s renorm=%d %s glu=%d bias=%d",
+                      hubmoe::dtype_name(dt), hubmoe::dtype_name(lt), (long long)c.S, (long long)c.H, (long long)c.X,
+                      (long long)c.I, c.k, c.routing, c.renorm, c.act, c.glu, c.bias);
+        check_moe(t, p, path, worst32, worst16, what);
       }
 }
 
@@ -278,20 +295,11 @@ void moe_scap_correctness(Tally& t, double& worst32, double& worst16) {
         for (hc::MoePath path : {hc::MoePath::skinny, hc::MoePath::gemm}) {
           MoeProblem p = make_moe(c.S, c.H, c.X, c.I, c.k, c.routing, false, c.act, c.glu, c.bias, dt, DType::f32, seed);
           add_scap(p, masks & 1, masks & 2, seed++, dt == DType::f16 ? 3e-3 : 1e-4);
-          std::vector<double> want = moe_cpu_out(p.args());
-          MoeDev d(p);
-          Runner r;
-          r.run(d.args, path);
-          CK(cudaDeviceSynchronize());
-          auto yh = d.y.host();
-          const double err = rel_err(read(yh.data(), want.size(), dt), want);
-          (dt == DType::f32 ? worst32 : worst16) = std::max(dt == DType::f32 ? worst32 : worst16, err);
           char what[240];
-          std::snprintf(what, sizeof what, "CUDA MoE %s path=%s S=%lld H=%lld X=%lld I=%lld k=%d %s %s glu=%d bias=%d %s",
-                        hubmoe::dtype_name(dt), hc::moe_path_name(r.r.resolve(d.args, path)), (long long)c.S,
-                        (long long)c.H, (long long)c.X, (long long)c.I, c.k, c.routing, c.act, c.glu, c.bias,
-                        masks == 3 ? "fc1_scap+fc2_scap" : masks == 1 ? "fc1_scap" : "fc2_scap");
-          t.check_err(what, err, dt == DType::f32 ? 2e-5 : 5e-3);
+          std::snprintf(what, sizeof what, "CUDA MoE %s path=%%s S=%lld H=%lld X=%lld I=%lld k=%d %s %s glu=%d bias=%d %s",
+                        hubmoe::dtype_name(dt), (long long)c.S, (long long)c.H, (long long)c.X, (long long)c.I, c.k,
+                        c.routing, c.act, c.glu, c.bias, masks == 3 ? "fc1_scap+fc2_scap" : masks == 1 ? "fc1_scap" : "fc2_scap");
+          check_moe(t, p, path, worst32, worst16, what);
         }
 }
 
@@ -330,23 +338,13 @@ void moe_input_major_correctness(Tally& t, double& worst32, double& worst16) {
           if (masks) add_scap(p0, true, true, seed, dt == DType::f16 ? 3e-3 : 1e-4);
           ++seed;
           const MoeProblem p = input_major(p0);
-          std::vector<double> want = moe_cpu_out(p.args());
-          MoeDev d(p);
-          Runner r;
-          r.r.set_input_major_chunk(c.chunk);
-          r.run(d.args, path);
-          CK(cudaDeviceSynchronize());
-          auto yh = d.y.host();
-          const double err = rel_err(read(yh.data(), want.size(), dt), want);
-          (dt == DType::f32 ? worst32 : worst16) = std::max(dt == DType::f32 ? worst32 : worst16, err);
           char what[260];
           std::snprintf(what, sizeof what,
-                        "CUDA MoE %s input_major path=%s S=%lld H=%lld X=%lld I=%lld k=%d %s renorm=%d %s glu=%d "
+                        "CUDA MoE %s input_major path=%%s S=%lld H=%lld X=%lld I=%lld k=%d %s renorm=%d %s glu=%d "
                         "bias=%d%s chunk=%d",
-                        hubmoe::dtype_name(dt), hc::moe_path_name(r.r.resolve(d.args, path)), (long long)c.S,
-                        (long long)c.H, (long long)c.X, (long long)c.I, c.k, c.routing, c.renorm, c.act, c.glu, c.bias,
-                        masks ? " fc1_scap+fc2_scap" : "", c.chunk);
-          t.check_err(what, err, dt == DType::f32 ? 2e-5 : 5e-3);
+                        hubmoe::dtype_name(dt), (long long)c.S, (long long)c.H, (long long)c.X, (long long)c.I, c.k,
+                        c.routing, c.renorm, c.act, c.glu, c.bias, masks ? " fc1_scap+fc2_scap" : "", c.chunk);
+          check_moe(t, p, path, worst32, worst16, what, [&](hc::MoeRunner& r) { r.set_input_major_chunk(c.chunk); });
         }
 }
 
