@@ -52,10 +52,24 @@ export interface LoadOptions {
   maxLength?: number;
   /**
    * Greedy decoding with the static-cache graph of a fused model (native backend): run the decode steps in a loop
-   * inside the native addon, handing the tokens to JavaScript in chunks (4, 8, … up to 64 steps), instead of one
-   * call from JavaScript per step (default true). The tokens are the same; `onToken` then fires a chunk at a time.
+   * inside the native addon, handing the tokens to JavaScript a call at a time (4 steps, then about 100 ms of steps,
+   * at most 256), instead of one call from JavaScript per step (default true). The tokens are the same; `onToken`
+   * then fires a call's tokens at a time.
    */
   decodeLoop?: boolean;
+}
+
+/** Greedy steps inside the addon: the first call's steps (tokens reach `onToken` soon after the prefill). */
+export const DECODE_FIRST_CHUNK = 4;
+
+/**
+ * Greedy steps inside the addon: the steps of the next call, from the last call's time per step, so that a call
+ * takes about 100 ms (tokens reach `onToken` at least that often, and a call's hand-overs between threads, a few
+ * tenths of a millisecond, stay a small share): 1 step for steps of 100 ms or more, at most 256.
+ */
+export function decodeChunk(msPerStep: number): number {
+  if (!(msPerStep > 0)) return 256;
+  return Math.max(1, Math.min(256, Math.floor(100 / msPerStep)));
 }
 
 /** Which graph runs, by name (the CLI's and the benchmarks' `--graph`); `auto` is loadModel's default choice. */
@@ -422,15 +436,16 @@ class Model implements HubmoeModel {
           // A row that onToken or a stop sequence ends is fed its own tokens (not the pad id) until the chunk ends:
           // no other row reads them.
           const stopIds = [...eos];
-          let chunk = 4;
+          let chunk = DECODE_FIRST_CHUNK;
           for (let step = 1; step < maxNew && !done.every(Boolean); ) {
+            const t0 = performance.now();
             const steps = await stream.greedy(next, done, Math.min(chunk, maxNew - step), stopIds, this.padId);
+            chunk = decodeChunk((performance.now() - t0) / steps.length);
             for (const chosen of steps) {
               if (done.every(Boolean)) break;
               next = chosen.map((tok, r) => (done[r] ? this.padId : record(r, tok, step)));
               step++;
             }
-            chunk = Math.min(64, chunk * 2);
           }
           return { tokens, finishReasons: reasons };
         }

@@ -13,7 +13,7 @@ import { GraphBuilder } from '../../src/onnx/graph.js';
 import { writeOnnxSharing } from '../../src/onnx/export.js';
 import { createBackend, customOpsLibrary } from '../../runtime/backend.js';
 import type { InferenceBackend } from '../../runtime/backend.js';
-import { graphChoice, loadModel } from '../../runtime/model.js';
+import { DECODE_FIRST_CHUNK, decodeChunk, graphChoice, loadModel } from '../../runtime/model.js';
 import { loadNative } from '../../runtime/native/index.js';
 import type { NativeGreedyTiming } from '../../runtime/native/index.js';
 import { StaticCache, windowSlots } from '../../runtime/static.js';
@@ -231,6 +231,12 @@ describe('the static-cache graph', () => {
       cache.dispose();
       await backend.release();
     }
+  });
+
+  it('sizes the addon\'s greedy calls to about 100 ms of steps: 1 to 256 steps', () => {
+    expect(DECODE_FIRST_CHUNK).toBe(4);
+    expect([2, 1.3, 0.39, 0.3, 33, 100, 250].map(decodeChunk)).toEqual([50, 76, 256, 256, 3, 1, 1]);
+    expect([0, -1, Number.NaN].map(decodeChunk)).toEqual([256, 256, 256]);
   });
 
   it.skipIf(skipNative || (!fusedOk && !process.env.CI))('generate(): the decode loop in the addon gives the step loop\'s tokens and finish reasons (eos, stop sequences, onToken)', async () => {
