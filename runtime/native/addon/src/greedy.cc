@@ -121,24 +121,15 @@ void Loop(GreedyJob& j) {
   j.looped = Clock::now();
 }
 
-class GreedyWorker : public Napi::AsyncWorker {
+class GreedyWorker : public SessionWorker {
  public:
   GreedyWorker(Napi::Env env, Napi::Promise::Deferred deferred, Napi::Object self, std::unique_ptr<GreedyJob> job)
-      : Napi::AsyncWorker(env, "hubmoe:greedy"), deferred_(deferred), self_(Napi::Persistent(self)), job_(std::move(job)) {}
+      : SessionWorker(env, "hubmoe:greedy"), deferred_(deferred), self_(Napi::Persistent(self)), job_(std::move(job)) {}
 
   void Execute() override {
-    try {
-      GreedyJob& j = *job_;
-      j.started = GreedyJob::Clock::now();
-      if (j.core->executor) j.core->executor->Call([&j] { Loop(j); });
-      else Loop(j);
-      j.returned = GreedyJob::Clock::now();
-    } catch (const Ort::Exception& e) {
-      ort_code_ = static_cast<int>(e.GetOrtErrorCode());
-      SetError(e.what());
-    } catch (const std::exception& e) {
-      SetError(e.what());
-    }
+    GreedyJob& j = *job_;
+    j.started = GreedyJob::Clock::now();
+    if (InSession(*j.core, [&j] { Loop(j); })) j.returned = GreedyJob::Clock::now();
   }
 
   void OnOK() override {
@@ -173,7 +164,6 @@ class GreedyWorker : public Napi::AsyncWorker {
   Napi::Promise::Deferred deferred_;
   Napi::ObjectReference self_;
   std::unique_ptr<GreedyJob> job_;
-  int ort_code_ = -1;
 };
 
 bool Has(const std::vector<ValueInfo>& xs, const std::string& n) {

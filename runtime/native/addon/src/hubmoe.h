@@ -159,6 +159,19 @@ class Executor {
   std::thread thread_;
 };
 
+struct SessionCore;
+
+// A worker that runs ONNX Runtime work of a session: InSession() runs it on the session's own thread when it has one
+// (CUDA-graph sessions), else on the worker thread, and turns what it throws into the worker's error (with ORT's
+// error code, for the rejection's `ortCode`).
+class SessionWorker : public Napi::AsyncWorker {
+ protected:
+  SessionWorker(Napi::Env env, const char* name) : Napi::AsyncWorker(env, name) {}
+  template <typename F>
+  bool InSession(SessionCore& core, F&& f);
+  int ort_code_ = -1;
+};
+
 struct SessionCore {
   std::unique_ptr<Ort::Session> session;
   std::vector<ValueInfo> inputs, outputs;
@@ -171,6 +184,21 @@ struct SessionCore {
   // Declared last, destroyed first: the thread is joined before the session goes.
   std::unique_ptr<Executor> executor;
 };
+
+template <typename F>
+bool SessionWorker::InSession(SessionCore& core, F&& f) {
+  try {
+    if (core.executor) core.executor->Call(f);
+    else f();
+    return true;
+  } catch (const Ort::Exception& e) {
+    ort_code_ = static_cast<int>(e.GetOrtErrorCode());
+    SetError(e.what());
+  } catch (const std::exception& e) {
+    SetError(e.what());
+  }
+  return false;
+}
 
 // An OrtValue handed to JS as a DeviceValue. Held through shared_ptr so that a run in flight keeps
 // it alive even when JS disposes of the handle meanwhile.

@@ -323,12 +323,12 @@ struct Bound {
   std::shared_ptr<HeldValue> value;
 };
 
-class RunWorker : public Napi::AsyncWorker {
+class RunWorker : public SessionWorker {
  public:
   RunWorker(Napi::Env env, Napi::Promise::Deferred deferred, Napi::Object self, std::shared_ptr<SessionCore> core,
             std::vector<Feed> feeds, std::vector<std::string> outputs, std::set<std::string> on_device,
             std::vector<Bound> bound, std::string graph_id)
-      : Napi::AsyncWorker(env, "hubmoe:run"),
+      : SessionWorker(env, "hubmoe:run"),
         deferred_(deferred),
         self_(Napi::Persistent(self)),
         core_(std::move(core)),
@@ -376,16 +376,7 @@ class RunWorker : public Napi::AsyncWorker {
 
   void Execute() override {
     t_.started = Clock::now();
-    try {
-      if (core_->executor) core_->executor->Call([this] { RunOnce(); });
-      else RunOnce();
-      t_.returned = Clock::now();
-    } catch (const Ort::Exception& e) {
-      ort_code_ = static_cast<int>(e.GetOrtErrorCode());
-      SetError(e.what());
-    } catch (const std::exception& e) {
-      SetError(e.what());
-    }
+    if (InSession(*core_, [this] { RunOnce(); })) t_.returned = Clock::now();
   }
 
   void OnOK() override {
@@ -468,7 +459,6 @@ class RunWorker : public Napi::AsyncWorker {
   std::string graph_id_;
   std::vector<std::string> names_;
   std::vector<Ort::Value> values_;
-  int ort_code_ = -1;
 };
 
 Napi::Object MetadataToJs(Napi::Env env, const std::vector<ValueInfo>& infos) {
