@@ -13,6 +13,7 @@
  * static-cache graph with CUDA graphs of the decode step), default what loadModel picks; and `steps` for one
  * call from JavaScript per decode step (loadModel's decodeLoop: false). One dir may appear several times.
  */
+import { decodeMsPerStep } from './decode-time.mjs';
 import { writeFile } from 'node:fs/promises';
 import { parseArgs } from 'node:util';
 import { graphChoice, loadModel } from '../dist/runtime/model.js';
@@ -39,15 +40,7 @@ const P = Number(values.prompt);
 async function decode(m) {
   const V = m.model.spec.vocab.size;
   const prompt = [Array.from({ length: P }, () => rand(V))];
-  const stamps = [];
-  await m.model.generate(prompt, {
-    maxNewTokens: steps + 1,
-    ignoreEos: true,
-    onToken: () => {
-      stamps.push(performance.now());
-    },
-  });
-  return (stamps[stamps.length - 1] - stamps[0]) / (stamps.length - 1);
+  return decodeMsPerStep(m.model, prompt, steps);
 }
 for (const m of models) await decode(m); // warm-up
 for (let r = 0; r < Number(values.rounds); r++) {

@@ -15,6 +15,7 @@
  * between, best of `repeat` generations after a warm-up.
  * Results: tokens/s for prefill; ms/step and tokens/s (batch × steps/s) for decode.
  */
+import { decodeMsPerStep } from './decode-time.mjs';
 import { writeFile } from 'node:fs/promises';
 import { parseArgs } from 'node:util';
 import { convert } from '../dist/src/convert.js';
@@ -111,23 +112,10 @@ const steps = Number(values.steps);
 for (const B of values.batches.split(',').map(Number)) {
   const prompts = ids(B, Number(values.prompt));
   await model.generate(prompts, { maxNewTokens: 4, ignoreEos: true }); // warm-up
-  // From the prefill's token to the last step's, over the steps between: greedy decoding in the addon hands the
-  // tokens over a chunk at a time, so single steps are not seen. The best of `repeat` generations.
+  // From the prefill's token to the last step's, over the steps between (bench/decode-time.mjs); the best of
+  // `repeat` generations.
   let ms = Infinity;
-  for (let r = 0; r < Number(values.repeat); r++) {
-    let first = 0;
-    let last = 0;
-    await model.generate(prompts, {
-      maxNewTokens: steps + 1,
-      ignoreEos: true,
-      onToken: ({ row, step }) => {
-        if (row !== B - 1) return;
-        if (step === 0) first = performance.now();
-        last = performance.now();
-      },
-    });
-    ms = Math.min(ms, (last - first) / steps);
-  }
+  for (let r = 0; r < Number(values.repeat); r++) ms = Math.min(ms, await decodeMsPerStep(model, prompts, steps, { row: B - 1 }));
   result.decode.push({ batch: B, msPerStep: ms, tokensPerSecond: (B * 1000) / ms, steps });
   log(`decode batch ${B}: ${ms.toFixed(2)} ms/step (${((B * 1000) / ms).toFixed(1)} tok/s)`);
 }

@@ -18,6 +18,7 @@
  * `lastGreedyTiming`, summed over the generation's calls): the step's input writes, ORT's Run, the wait for the GPU,
  * the token read, the calls' thread hand-overs, and the rest (JavaScript between calls).
  */
+import { decodeMsPerStep } from './decode-time.mjs';
 import { writeFile } from 'node:fs/promises';
 import { parseArgs } from 'node:util';
 import { graphChoice, loadModel } from '../dist/runtime/model.js';
@@ -76,22 +77,13 @@ if (values.loop) {
   const generation = async (record) => {
     for (const k of [...PARTS, 'n']) sum[k] = 0;
     const prompts = Array.from({ length: B }, () => Array.from({ length: P }, rand));
-    let first = 0;
-    let last = 0;
-    await model.generate(prompts, {
-      maxNewTokens: steps + 1,
-      ignoreEos: true,
-      onToken: ({ row, step }) => {
-        if (row !== 0) return;
-        if (step === 0) {
-          first = performance.now();
-          for (const k of [...PARTS, 'n']) sum[k] = 0;
-        }
-        last = performance.now();
+    const ms = await decodeMsPerStep(model, prompts, steps, {
+      onFirst: () => {
+        for (const k of [...PARTS, 'n']) sum[k] = 0;
       },
     });
     if (!record) return;
-    rows.step.push((last - first) / steps);
+    rows.step.push(ms);
     for (const k of PARTS) rows[k].push(sum[k] / steps);
     rows.chunks.push(sum.n);
   };
