@@ -4,7 +4,7 @@
  * run without CUDA graphs (the same kernels a replayed graph launches, one by one, so ncu can time each).
  *
  *   ncu --metrics gpu__time_duration.sum --csv --print-units base \
- *       node bench/kernel-profile.mjs run --model DIR > KERNELS.csv     # prefill + 2 decode steps, batch 1
+ *       node bench/kernel-profile.mjs run --model DIR [--batch 1] > KERNELS.csv     # prefill + 2 decode steps
  *   node bench/kernel-profile.mjs summary KERNELS.csv [--step-ms 3.17] [--top 25] [--json FILE]
  *
  * `summary` finds the decode step as the longest run of kernels repeated at the end of the trace (the two
@@ -17,7 +17,7 @@ import { parseArgs } from 'node:util';
 
 const { values, positionals } = parseArgs({
   allowPositionals: true,
-  options: { model: { type: 'string' }, prompt: { type: 'string', default: '16' }, 'step-ms': { type: 'string' }, top: { type: 'string', default: '25' }, json: { type: 'string' } },
+  options: { model: { type: 'string' }, prompt: { type: 'string', default: '16' }, batch: { type: 'string', default: '1' }, 'step-ms': { type: 'string' }, top: { type: 'string', default: '25' }, json: { type: 'string' } },
 });
 const mode = positionals[0];
 
@@ -25,8 +25,8 @@ if (mode === 'run') {
   const { loadModel } = await import('../dist/runtime/model.js');
   const model = await loadModel(values.model, { device: 'cuda', staticCache: true, cudaGraph: false });
   const V = model.spec.vocab.size;
-  const prompt = [Array.from({ length: Number(values.prompt) }, (_, i) => 3 + ((i * 7919) % (V - 3)))];
-  await model.generate(prompt, { maxNewTokens: 3, ignoreEos: true });
+  const prompts = Array.from({ length: Number(values.batch) }, (_, b) => Array.from({ length: Number(values.prompt) }, (_, i) => 3 + ((i * 7919 + b * 104729) % (V - 3))));
+  await model.generate(prompts, { maxNewTokens: 3, ignoreEos: true });
   await model.dispose();
 } else if (mode === 'summary') {
   const lines = readFileSync(positionals[1], 'utf-8').split('\n').filter((l) => l.startsWith('"'));

@@ -16,8 +16,9 @@
 #                                               #   git --git-dir=MIRROR archive 5c8cddd | tar x -C .ref/BlackMamba
 #   bash bench/run_h200.sh profile OUT          # a batch-1 decode step of the 2-expert copy of the period (fused, fp16): its time
 #                                               # (decode-ab), where its wall time goes (step-breakdown, one call per step and with
-#                                               # the greedy steps in the addon) and each kernel's GPU time
-#                                               # at the GPU's own clocks (ncu --clock-control none --cache-control none)
+#                                               # the greedy steps in the addon) and each kernel's GPU time at the GPU's own
+#                                               # clocks (ncu --clock-control none --cache-control none; at batch
+#                                               # $HUBMOE_PROFILE_BATCH, default 1)
 #   bash bench/run_h200.sh scap-period OUT      # a 2-expert copy of the period (same weights read per token at batch 1) and SCAP thresholds for 40 / 50 %
 #   bash bench/run_h200.sh scap-speed OUT S…    # fused fp16, dense (S = dense) or pruned at S (0.4, 0.5): batch-1 decode and prefill
 #   bash bench/run_h200.sh scap-ab OUT S…       # dense and pruned at each S, loaded together, batch-1 decode interleaved over 5 rounds
@@ -108,7 +109,7 @@ case "$step" in
     node bench/step-breakdown.mjs --model "$work/scap-dense" --json "$out/step-breakdown.json" | tee "$out/step-breakdown.md"
     node bench/step-breakdown.mjs --model "$work/scap-dense" --loop --json "$out/step-breakdown-loop.json" | tee "$out/step-breakdown-loop.md"
     /usr/local/cuda/bin/ncu --clock-control none --cache-control none --metrics gpu__time_duration.sum --csv --print-units base \
-      node bench/kernel-profile.mjs run --model "$work/scap-dense" > "$out/kernels.csv" 2> "$out/ncu.log" || { tail -20 "$out/ncu.log"; exit 1; }
+      node bench/kernel-profile.mjs run --model "$work/scap-dense" --batch "${HUBMOE_PROFILE_BATCH:-1}" > "$out/kernels.csv" 2> "$out/ncu.log" || { tail -20 "$out/ncu.log"; exit 1; }
     node bench/kernel-profile.mjs summary "$out/kernels.csv" --json "$out/kernels.json" | tee "$out/kernels.md"
     ;;
   scap-period)
