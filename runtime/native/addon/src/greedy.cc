@@ -196,6 +196,16 @@ std::shared_ptr<HeldValue> Int64Value(Napi::Env env, Napi::Object o, const char*
   return h;
 }
 
+// A copy of a typed array of `type` (and of `count` elements, unless count < 0); `error` names what was expected.
+template <typename E>
+std::vector<E> TypedCopy(Napi::Value v, napi_typedarray_type type, int64_t count, const std::string& error) {
+  if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != type) throw ArgumentError(error);
+  Napi::TypedArray a = v.As<Napi::TypedArray>();
+  if (count >= 0 && static_cast<int64_t>(a.ElementLength()) != count) throw ArgumentError(error);
+  const E* p = reinterpret_cast<const E*>(static_cast<const char*>(a.ArrayBuffer().Data()) + a.ByteOffset());
+  return std::vector<E>(p, p + a.ElementLength());
+}
+
 std::vector<Named> NamedValues(Napi::Env env, Napi::Value v, const std::vector<ValueInfo>& known, const std::string& what) {
   if (!v.IsObject() || v.IsArray()) throw ArgumentError("greedy: " + what + " must be an object of name → device value");
   Napi::Object o = v.As<Napi::Object>();
@@ -224,30 +234,14 @@ Napi::Value Session::Greedy(const Napi::CallbackInfo& info) {
     auto job = std::make_unique<GreedyJob>();
     job->called = GreedyJob::Clock::now();
     job->core = core_;
-    Napi::Value tv = o.Get("tokens");
-    if (!tv.IsTypedArray() || tv.As<Napi::TypedArray>().TypedArrayType() != napi_bigint64_array) {
-      throw ArgumentError("greedy: tokens must be a BigInt64Array (the first step's token id of each row)");
-    }
-    Napi::TypedArray tokens = tv.As<Napi::TypedArray>();
-    job->B = static_cast<int64_t>(tokens.ElementLength());
+    job->tokens = TypedCopy<int64_t>(o.Get("tokens"), napi_bigint64_array, -1,
+                                     "greedy: tokens must be a BigInt64Array (the first step's token id of each row)");
+    job->B = static_cast<int64_t>(job->tokens.size());
     if (job->B < 1) throw ArgumentError("greedy: tokens must hold at least one row");
-    const int64_t* tp = reinterpret_cast<const int64_t*>(static_cast<const char*>(tokens.ArrayBuffer().Data()) + tokens.ByteOffset());
-    job->tokens.assign(tp, tp + job->B);
-    Napi::Value dv = o.Get("done");
-    if (!dv.IsTypedArray() || dv.As<Napi::TypedArray>().TypedArrayType() != napi_uint8_array ||
-        static_cast<int64_t>(dv.As<Napi::TypedArray>().ElementLength()) != job->B) {
-      throw ArgumentError("greedy: done must be a Uint8Array of one flag per row (" + std::to_string(job->B) + ")");
-    }
-    Napi::TypedArray done = dv.As<Napi::TypedArray>();
-    const uint8_t* dp = static_cast<const uint8_t*>(done.ArrayBuffer().Data()) + done.ByteOffset();
-    job->done.assign(dp, dp + job->B);
-    Napi::Value sv = o.Get("stop");
-    if (!sv.IsTypedArray() || sv.As<Napi::TypedArray>().TypedArrayType() != napi_bigint64_array) {
-      throw ArgumentError("greedy: stop must be a BigInt64Array of token ids");
-    }
-    Napi::TypedArray stop = sv.As<Napi::TypedArray>();
-    const int64_t* sp = reinterpret_cast<const int64_t*>(static_cast<const char*>(stop.ArrayBuffer().Data()) + stop.ByteOffset());
-    job->stop.insert(sp, sp + stop.ElementLength());
+    job->done = TypedCopy<uint8_t>(o.Get("done"), napi_uint8_array, job->B,
+                                   "greedy: done must be a Uint8Array of one flag per row (" + std::to_string(job->B) + ")");
+    const std::vector<int64_t> stop = TypedCopy<int64_t>(o.Get("stop"), napi_bigint64_array, -1, "greedy: stop must be a BigInt64Array of token ids");
+    job->stop.insert(stop.begin(), stop.end());
     job->pad = Integer(o, "pad", 0, (int64_t(1) << 53) - 1);
     job->steps = Integer(o, "steps", 1, int64_t(1) << 30);
     job->slot = Integer(o, "slot", 0, int64_t(1) << 40);
