@@ -102,6 +102,38 @@ describe('the fused target', () => {
     expect(dynamic.count('MambaMixer')).toBe(mamba);
   });
 
+  it('jamba: each dense MLP is one ai.hubmoe MoE with routing "none"; the output projections are ai.hubmoe Linear', async () => {
+    const fused = await build('jamba-demo', { dtype: 'fp16', target: 'fused', staticCache: true });
+    const mlps = fused.spec.blocks.filter((b) => b.op.kind === 'mlp');
+    const moes = fused.spec.blocks.filter((b) => b.op.kind === 'moe');
+    expect(mlps.length).toBeGreaterThan(0);
+    const dense = fused.nodes.filter((n) => n.opType === 'MoE' && n.attributes.some((a) => a.name === 'routing' && a.value === 'none'));
+    expect(dense.length).toBe(mlps.length);
+    expect(fused.count('MoE')).toBe(mlps.length + moes.length);
+    for (const n of dense) {
+      expect(n.domain).toBe(HUBMOE_DOMAIN);
+      expect(n.inputs[1]).toBe('');
+      expect(n.inputs[2]).toMatch(/^blocks\.\d+\.mlp\.fc1\.weight$/);
+      expect(n.inputs[4]).toMatch(/^blocks\.\d+\.mlp\.fc2\.weight$/);
+      expect(n.attributes.find((a) => a.name === 'k')?.value).toBe(1);
+      expect(n.attributes.find((a) => a.name === 'glu')?.value).toBe(1);
+    }
+    // The MatMuls left are the projections of the Mamba and attention layers, the routers and the LM head: none reads
+    // an MLP weight.
+    expect(fused.nodes.some((n) => n.opType === 'MatMul' && n.inputs.some((i) => /\.mlp\./.test(i)))).toBe(false);
+    const portable = await build('jamba-demo', { dtype: 'fp16', target: 'portable', staticCache: true });
+    expect(portable.nodes.filter((n) => n.opType === 'MatMul' && n.inputs.some((i) => /\.mlp\./.test(i))).length).toBe(3 * mlps.length);
+    // The 4096-wide output projections (each Mamba out_proj, each attention o) are ai.hubmoe Linear with the
+    // checkpoint's [out, in] weight; the portable graph keeps MatMul.
+    const linears = fused.nodes.filter((n) => n.opType === 'Linear');
+    expect(linears.length).toBe(kinds(fused.spec, 'mamba') + kinds(fused.spec, 'attention'));
+    for (const n of linears) {
+      expect(n.domain).toBe(HUBMOE_DOMAIN);
+      expect(n.inputs[1]).toMatch(/^blocks\.\d+\.(mamba\.out_proj|attn\.o)\.weight$/);
+    }
+    expect(portable.count('Linear')).toBe(0);
+  });
+
   it('a block range ends with the residual add of its last block (hidden_out)', async () => {
     const g = await build('jamba-demo', { dtype: 'fp32', target: 'fused', range: { from: 0, to: 2 } });
     expect(g.outputs).toContain('hidden_out');

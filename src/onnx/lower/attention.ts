@@ -56,5 +56,5 @@ export function lowerAttention(ctx: LowerContext, x: string, j: number, op: Atte
   if (fp16) probs = g.op('Cast', [probs], { to: TensorDataType.FLOAT16 });
   const out4 = g.op('MatMul', [probs, presentValue]);
   const merged = g.op('Reshape', [g.op('Transpose', [g.op('Reshape', [out4, g.ints([0, A, -1, Dh])])], { perm: [0, 2, 1, 3] }), g.ints([0, 0, A * Dh])]);
-  return { y: sparseLinear(ctx, sparsify(ctx, merged, `${p}.o`, 'attn_o', [`${p}.o.weight`]), `${p}.o`), presentKey, presentValue };
+  return { y: sparseLinear(ctx, sparsify(ctx, merged, `${p}.o`, 'attn_o', [`${p}.o.weight`]), `${p}.o`, { gemv: true }), presentKey, presentValue };
 }

@@ -6,6 +6,7 @@ import { HubmoeError } from '../../errors.js';
 import type { CanonicalTensor, CanonicalTensors } from '../../schema/canonical.js';
 import { readExpert, readWhole } from '../../schema/canonical.js';
 import type { ModelSpec } from '../../schema/spec.js';
+import { HUBMOE_DOMAIN } from '../graph.js';
 import type { GraphBuilder, WeightPart } from '../graph.js';
 import { TensorDataType } from '../proto.js';
 import type { ScapLowering } from './scap.js';
@@ -100,6 +101,13 @@ export function expertRow(ctx: LowerContext, name: string, e: number): string {
   const t = tensor(ctx, name);
   const n = t.shape[1]!;
   return ctx.g.weight(`${name}.${e}`, [n], [{ elements: n, file: firstFile(t), read: async () => (await readWhole(t)).slice(e * n, (e + 1) * n) }]);
+}
+
+/** The same as `linear` with ai.hubmoe Linear, which reads the canonical [out, in] weight as it is (fused target). */
+export function hubmoeLinear(ctx: LowerContext, x: string, prefix: string): string {
+  const inputs = [x, weight(ctx, `${prefix}.weight`)];
+  if (has(ctx, `${prefix}.bias`)) inputs.push(weight(ctx, `${prefix}.bias`));
+  return ctx.g.op('Linear', inputs, {}, HUBMOE_DOMAIN);
 }
 
 /** y = x · Wᵀ (+ b) for a canonical linear layer `prefix` (`prefix.weight`, optional `prefix.bias`). */

@@ -69,7 +69,7 @@ export function lowerMamba(ctx: LowerContext, x: string, j: number, op: MambaOp,
       { attrs: { epsilon: { float: op.eps } }, outputs: 3, domain: HUBMOE_DOMAIN },
     ) as [string, string, string];
     const ys = sparsify(ctx, y0, `${p}.out_proj`, 'mamba_out', [`${p}.out_proj.weight`]);
-    return { y: sparseLinear(ctx, ys, `${p}.out_proj`), presentConv, presentSsm };
+    return { y: sparseLinear(ctx, ys, `${p}.out_proj`, { gemv: true }), presentConv, presentSsm };
   }
   const [u0, z] = g.node('Split', [xz, g.ints([E, E])], { attrs: { axis: -1 }, outputs: 2 }) as [string, string];
   const u1 = g.op('Mul', [u0, ctx.maskCur]);
@@ -105,7 +105,7 @@ export function lowerMamba(ctx: LowerContext, x: string, j: number, op: MambaOp,
   }) as [string, string];
   const withSkip = g.op('Add', [scan, g.op('Mul', [u, weight(ctx, `${p}.D`)])]);
   const gated = g.op('Mul', [withSkip, g.op('Mul', [z, g.op('Sigmoid', [z])])]);
-  const y = sparseLinear(ctx, sparsify(ctx, gated, `${p}.out_proj`, 'mamba_out', [`${p}.out_proj.weight`]), `${p}.out_proj`);
+  const y = sparseLinear(ctx, sparsify(ctx, gated, `${p}.out_proj`, 'mamba_out', [`${p}.out_proj.weight`]), `${p}.out_proj`, { gemv: true });
   const presentSsm = g.op('Squeeze', [present, g.ints([3])]);
   return { y, presentConv, presentSsm };
 }

@@ -18,7 +18,7 @@ import { readExpert, readWhole } from '../../schema/canonical.js';
 import { HUBMOE_DOMAIN } from '../graph.js';
 import type { WeightPart } from '../graph.js';
 import { TensorDataType } from '../proto.js';
-import { has, linear, tensor, transposed, weight } from './context.js';
+import { has, hubmoeLinear, linear, tensor, transposed, weight } from './context.js';
 import type { LowerContext } from './context.js';
 
 import type { ScapLayerType } from '../../schema/spec.js';
@@ -142,9 +142,14 @@ function rowSum(ctx: LowerContext, weightName: string, name: string, scale: numb
   return ctx.g.weight(name, [part.elements], [part]);
 }
 
-/** y = x_s · Wᵀ (+ b) (+ m · W·1) for the canonical linear layer `prefix` (`prefix.weight`, optional `prefix.bias`). */
-export function sparseLinear(ctx: LowerContext, s: Sparsified, prefix: string): string {
+/**
+ * y = x_s · Wᵀ (+ b) (+ m · W·1) for the canonical linear layer `prefix` (`prefix.weight`, optional `prefix.bias`).
+ * `gemv`: where the input is not pruned, the fused target computes it with ai.hubmoe Linear (the weight as it is,
+ * [out, in]), one launch at decode instead of cuBLAS's split-K GEMV and its reduction.
+ */
+export function sparseLinear(ctx: LowerContext, s: Sparsified, prefix: string, opts: { gemv?: boolean } = {}): string {
   const { g } = ctx;
+  if (opts.gemv && ctx.target === 'fused' && !s.fused && !s.mode && s.modeValue === undefined) return hubmoeLinear(ctx, s.x, prefix);
   const w = `${prefix}.weight`;
   if (s.fused) {
     // ai.hubmoe SparseLinear: prunes x itself and reads only the weight rows of kept inputs ([in, out] layout).

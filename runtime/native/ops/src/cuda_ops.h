@@ -5,6 +5,7 @@
 #include <cstddef>
 #include <memory>
 
+#include "linear.h"
 #include "moe.h"
 #include "selective_scan.h"
 
@@ -49,6 +50,30 @@ class MoeRunner {
   struct Impl;
   std::unique_ptr<Impl> impl_;
   int im_chunk_ = 0;
+};
+
+// How Linear computes y = x · Wᵀ + bias:
+//  - gemv: one launch (the MoE op's skinny kernel over the one weight matrix): each warp reads whole weight rows as
+//    16-byte vectors and writes its outputs with the bias; no split-K partial sums, no host synchronisation. For one
+//    or two tokens (decode).
+//  - gemm: a cuBLAS GEMM (fp32 accumulation, T out), then a bias kernel if there is a bias. Falls back to gemv
+//    without cuBLAS.
+enum class LinearPath { automatic, gemv, gemm };
+const char* linear_path_name(LinearPath p);
+
+class LinearRunner {
+ public:
+  LinearRunner();
+  ~LinearRunner();
+  LinearRunner(const LinearRunner&) = delete;
+  LinearRunner& operator=(const LinearRunner&) = delete;
+  // automatic: gemv up to 2 tokens ($HUBMOE_LINEAR_GEMV_MAX_S overrides), else gemm.
+  LinearPath resolve(const LinearArgs& args, LinearPath requested) const;
+  void run(const LinearArgs& args, void* stream, LinearPath path);
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
 };
 
 // Whether cuBLAS could be loaded (libcublas.so.13, or $HUBMOE_CUBLAS); the reason when not.

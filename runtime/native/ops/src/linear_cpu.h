@@ -1,5 +1,5 @@
-// CPU building blocks shared by the ai.hubmoe kernels: T → fp32 row loads and an input-major linear layer that
-// skips the weight rows of zero inputs.
+// CPU building blocks shared by the ai.hubmoe kernels: T → fp32 row loads, an output-major linear layer, and an
+// input-major one that skips the weight rows of zero inputs.
 #pragma once
 
 #include <algorithm>
@@ -14,6 +14,39 @@ namespace hubmoe {
 template <typename T>
 inline void load_row(const T* src, int64_t n, float* dst) {
   for (int64_t i = 0; i < n; ++i) dst[i] = to_float(src[i]);
+}
+
+inline float dot(const float* a, const float* b, int64_t n) {
+  float s = 0.f;
+#pragma omp simd reduction(+ : s)
+  for (int64_t i = 0; i < n; ++i) s += a[i] * b[i];
+  return s;
+}
+
+// out[m, r] = rows_in[m] · W[r] (+ bias[r]) for m < M, r < R; W is [R, K] row-major. Parallel over rows of W,
+// tokens tiled so that a tile of inputs stays in cache while the rows stream past.
+template <typename T>
+inline void linear_output_major(const float* in, int64_t M, int64_t K, const T* W, const T* bias, int64_t R, float* out,
+            const Parallel& par) {
+  constexpr int64_t kTile = 32;
+  const size_t grain = static_cast<size_t>(std::max<int64_t>(1, 65536 / std::max<int64_t>(1, K * std::min(M, kTile))));
+  par.for_range(static_cast<size_t>(R), grain, [&](size_t r0, size_t r1) {
+    std::vector<float> row(static_cast<size_t>(K));
+    for (int64_t m0 = 0; m0 < M; m0 += kTile) {
+      const int64_t m1 = std::min(M, m0 + kTile);
+      for (size_t r = r0; r < r1; ++r) {
+        const float* wr;
+        if constexpr (std::is_same<T, float>::value) {
+          wr = W + static_cast<int64_t>(r) * K;
+        } else {
+          load_row(W + static_cast<int64_t>(r) * K, K, row.data());
+          wr = row.data();
+        }
+        const float b = bias ? to_float(bias[r]) : 0.f;
+        for (int64_t m = m0; m < m1; ++m) out[m * R + static_cast<int64_t>(r)] = dot(in + m * K, wr, K) + b;
+      }
+    }
+  });
 }
 
 // Input-major: out[m, r] = Σ_k in[m, k]·W[k, r] (+ bias[r]) for m < M, r < R; W is [K, R] row-major, so input

@@ -7,7 +7,8 @@
 
 namespace hubmoe {
 
-enum class Routing { softmax, sigmoid };
+// none: a dense MLP as one expert (X = 1, k = 1, no router_logits): every token goes to expert 0 with weight 1.
+enum class Routing { softmax, sigmoid, none };
 enum class Activation { silu, gelu_erf, gelu_tanh, relu };
 // How the expert weights are stored. output_major: fc1 [X, F1, H], fc2 [X, H, I] (a weight row per output).
 // input_major: fc1 [X, H, F1], fc2 [X, I, H] (a weight row per input element, so that a zeroed input skips a
@@ -30,7 +31,7 @@ struct MoeArgs {
   DType dtype = DType::f32;         // T: x, fc1, fc1_bias, fc2, fc2_bias, y
   DType logits_dtype = DType::f32;  // float32 or T
   const void* x = nullptr;          // [S, H]
-  const void* logits = nullptr;     // [S, X]
+  const void* logits = nullptr;     // [S, X]; absent with routing none
   const void* fc1 = nullptr;        // [X, F1, H] (input_major: [X, H, F1]); with glu [0, I) gate, [I, 2I) up
   const void* fc1_bias = nullptr;   // [X, F1], optional
   const void* fc2 = nullptr;        // [X, H, I] (input_major: [X, I, H])
@@ -69,7 +70,8 @@ inline float activate(Activation act, float v) {
 
 // Routing of one token: scores over all X experts in fp32, then the top k (ties → lower index). Selection is made
 // on the logits, which orders experts exactly as the scores do (softmax and sigmoid are monotone) but without
-// rounding, so every device picks the same experts. idx/w receive k entries.
+// rounding, so every device picks the same experts. idx/w receive k entries. Routing none reads no logits (may be
+// null): experts 0..k-1 with weight 1.
 void route_token(const float* logits, int64_t X, int k, Routing routing, bool renormalize, int* idx, float* w);
 
 }  // namespace hubmoe

@@ -10,7 +10,8 @@ namespace hubmoe {
 Routing parse_routing(const std::string& s) {
   if (s == "softmax") return Routing::softmax;
   if (s == "sigmoid") return Routing::sigmoid;
-  throw OpError("MoE: attribute 'routing' must be \"softmax\" or \"sigmoid\", got \"" + s + "\"");
+  if (s == "none") return Routing::none;
+  throw OpError("MoE: attribute 'routing' must be \"softmax\", \"sigmoid\" or \"none\", got \"" + s + "\"");
 }
 
 Activation parse_activation(const std::string& s) {
@@ -45,40 +46,6 @@ void expect(const int64_t* d, int r, const char* name, std::initializer_list<int
   }
 }
 
-inline float dot(const float* a, const float* b, int64_t n) {
-  float s = 0.f;
-#pragma omp simd reduction(+ : s)
-  for (int64_t i = 0; i < n; ++i) s += a[i] * b[i];
-  return s;
-}
-
-
-// out[m, r] = rows_in[m] · W[r] (+ bias[r]) for m < M, r < R; W is [R, K] row-major. Parallel over rows of W,
-// tokens tiled so that a tile of inputs stays in cache while the rows stream past.
-template <typename T>
-void linear(const float* in, int64_t M, int64_t K, const T* W, const T* bias, int64_t R, float* out,
-            const Parallel& par) {
-  constexpr int64_t kTile = 32;
-  const size_t grain = static_cast<size_t>(std::max<int64_t>(1, 65536 / std::max<int64_t>(1, K * std::min(M, kTile))));
-  par.for_range(static_cast<size_t>(R), grain, [&](size_t r0, size_t r1) {
-    std::vector<float> row(static_cast<size_t>(K));
-    for (int64_t m0 = 0; m0 < M; m0 += kTile) {
-      const int64_t m1 = std::min(M, m0 + kTile);
-      for (size_t r = r0; r < r1; ++r) {
-        const float* wr;
-        if constexpr (std::is_same<T, float>::value) {
-          wr = W + static_cast<int64_t>(r) * K;
-        } else {
-          load_row(W + static_cast<int64_t>(r) * K, K, row.data());
-          wr = row.data();
-        }
-        const float b = bias ? to_float(bias[r]) : 0.f;
-        for (int64_t m = m0; m < m1; ++m) out[m * R + static_cast<int64_t>(r)] = dot(in + m * K, wr, K) + b;
-      }
-    }
-  });
-}
-
 // SCAP mask of one row in place: v = row[i] − mode; row[i] = |v| > thr ? round_T(v) : 0 (fp32 comparisons; a NaN
 // v is pruned). With T = float16 the kept values are rounded to fp16, as the CUDA kernels store them.
 template <typename T>
@@ -107,6 +74,10 @@ void moe_impl(const MoeArgs& a, const Parallel& par) {
   {
     std::vector<float> lg(static_cast<size_t>(X));
     for (int64_t s = 0; s < S; ++s) {
+      if (a.routing == Routing::none) {  // one expert, weight 1 (moe_check: X = k = 1)
+        route_token(nullptr, X, k, a.routing, false, &idx[s * k], &w[s * k]);
+        continue;
+      }
       for (int64_t e = 0; e < X; ++e) {
         lg[e] = a.logits_dtype == DType::f32 ? static_cast<const float*>(a.logits)[s * X + e]
                                              : half_to_float(static_cast<const half_t*>(a.logits)[s * X + e].bits);
@@ -139,7 +110,7 @@ void moe_impl(const MoeArgs& a, const Parallel& par) {
     if (im)
       linear_input_major<T>(xe.data(), M, H, fc1 + e * H * F1, b1 ? b1 + e * F1 : nullptr, F1, h1.data(), par);
     else
-      linear<T>(xe.data(), M, H, fc1 + e * F1 * H, b1 ? b1 + e * F1 : nullptr, F1, h1.data(), par);
+      linear_output_major<T>(xe.data(), M, H, fc1 + e * F1 * H, b1 ? b1 + e * F1 : nullptr, F1, h1.data(), par);
     hh.resize(static_cast<size_t>(M * I));
     for (int64_t m = 0; m < M; ++m) {
       const float* g = h1.data() + m * F1;
@@ -158,7 +129,7 @@ void moe_impl(const MoeArgs& a, const Parallel& par) {
     if (im)
       linear_input_major<T>(hh.data(), M, I, fc2 + e * I * H, b2 ? b2 + e * H : nullptr, H, oe.data(), par);
     else
-      linear<T>(hh.data(), M, I, fc2 + e * H * I, b2 ? b2 + e * H : nullptr, H, oe.data(), par);
+      linear_output_major<T>(hh.data(), M, I, fc2 + e * H * I, b2 ? b2 + e * H : nullptr, H, oe.data(), par);
     for (int64_t m = 0; m < M; ++m) {
       const float wt = w[ent[m]];
       float* dst = acc.data() + (ent[m] / k) * H;
@@ -175,6 +146,10 @@ void moe_impl(const MoeArgs& a, const Parallel& par) {
 inline float route_key(float v) { return std::isnan(v) ? -INFINITY : v; }
 
 void route_token(const float* logits, int64_t X, int k, Routing routing, bool renormalize, int* idx, float* w) {
+  if (routing == Routing::none) {  // no logits: experts 0..k-1 (moe_check allows only X = k = 1), weight 1
+    for (int j = 0; j < k; ++j) idx[j] = j, w[j] = 1.f;
+    return;
+  }
   float mx = -INFINITY;
   for (int64_t e = 0; e < X; ++e) mx = std::max(mx, logits[e]);
   float denom = 1.f;
@@ -216,8 +191,16 @@ void moe_check(const int64_t* x, int xr, const int64_t* lg, int lr, const int64_
   int64_t S = 1;
   for (int i = 0; i + 1 < xr; i++) S *= x[i];
   const int64_t H = x[xr - 1], X = f1[0], F1 = im ? f1[2] : f1[1], I = im ? f2[1] : f2[2];
-  bool lg_ok = lr == xr && lg[lr - 1] == X;
-  for (int i = 0; lg_ok && i + 1 < xr; i++) lg_ok = lg[i] == x[i];
+  if (a.routing == Routing::none) {
+    // A dense MLP: one expert that every token takes with weight 1.
+    if (lr >= 0) throw OpError("MoE: routing \"none\" takes no 'router_logits', got one of shape " + dims_str(lg, lr));
+    if (X != 1) throw OpError("MoE: routing \"none\" needs exactly one expert, fc1 has " + std::to_string(X));
+    if (a.k != 1) throw OpError("MoE: routing \"none\" needs k = 1, got " + std::to_string(a.k));
+  } else if (lr < 0) {
+    throw OpError("MoE: input 'router_logits' is missing (only routing \"none\" runs without it)");
+  }
+  bool lg_ok = lr < 0 || (lr == xr && lg[lr - 1] == X);
+  for (int i = 0; lr >= 0 && lg_ok && i + 1 < xr; i++) lg_ok = lg[i] == x[i];
   if (!lg_ok) throw OpError("MoE: input 'router_logits' has shape " + dims_str(lg, lr) + ", expected the leading dims of 'x' " + dims_str(x, xr) + " then " + std::to_string(X));
   // fc2 first: I is read from it, so its other dims are checked against fc1's X and x's H before fc1 is checked
   // against I.

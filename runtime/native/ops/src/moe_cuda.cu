@@ -41,6 +41,8 @@ void cuda_check(cudaError_t e, const char* what) {
 constexpr int kMaxExperts = 256;  // 8 per lane in the router
 constexpr int kWarps = 8;         // warps per block in the expert kernels
 constexpr int kSkinnyRows = 2;    // output rows per warp in the skinny kernels
+constexpr int kDenseSkinnyMax = 1;  // routing none: tokens up to which the skinny kernels run (MoeRunner::resolve)
+constexpr int kLinearGemvMax = 2;   // Linear: tokens up to which the GEMV runs (LinearRunner::resolve)
 
 // SCAP: v = round_T(h) − mode; |v| > thr ? v : 0 (the caller stores round_T of the result). A NaN v is pruned.
 template <typename T>
@@ -222,6 +224,24 @@ __global__ void route_finalize_kernel(RouteParams p) {
   route_finalize(p, s_count, s_cursor);
 }
 
+// Routing none (X = k = 1): every token to expert 0 with weight 1, grouped rows in token order.
+__global__ void route_dense_kernel(RouteParams p) {
+  for (int t = blockIdx.x * blockDim.x + threadIdx.x; t < p.S; t += gridDim.x * blockDim.x) {
+    p.idx[t] = 0;
+    p.w[t] = 1.f;
+    p.row_of[t] = t;
+    p.row_token[t] = t;
+    p.row_expert[t] = 0;
+  }
+  if (blockIdx.x == 0 && threadIdx.x == 0) {
+    p.counts[0] = p.S;
+    p.offsets[0] = 0;
+    p.offsets[1] = p.S;
+    p.active[0] = 0;
+    *p.num_active = 1;
+  }
+}
+
 // ─── skinny expert kernels ────────────────────────────────────────────────────────────────────────────────────
 
 struct SkinnyParams {
@@ -233,6 +253,7 @@ struct SkinnyParams {
   const float* scap;      // fc1: fc2_scap [X, 2] applied to h as it is stored, or null; fc2: unused
   const int *counts, *offsets, *active, *num_active;
   int K, R, wrows, I, act;
+  int dense;              // routing none, fast path: every one of `dense` rows goes to expert 0 (no routing arrays)
 };
 
 // One tile of MT grouped rows (tokens) [m0, m0 + MT) of expert e against this warp's weight rows. Rows past cnt
@@ -285,6 +306,9 @@ __device__ __forceinline__ void skinny_tile(const SkinnyParams& p, int e, int of
         const size_t o = static_cast<size_t>(off + m0 + m) * p.R + r;
         if constexpr (MODE == 2) {
           static_cast<float*>(p.out)[o] = acc[m][pp];
+        } else if constexpr (MODE == 3) {
+          const T* bias = static_cast<const T*>(p.bias);
+          static_cast<T*>(p.out)[o] = from_f<T>(acc[m][pp] + (bias ? to_f(bias[r]) : 0.f));
         } else {
           const T* bias = static_cast<const T*>(p.bias);
           const size_t bb = static_cast<size_t>(e) * p.wrows;
@@ -302,15 +326,17 @@ __device__ __forceinline__ void skinny_tile(const SkinnyParams& p, int e, int of
 // experts that received tokens; blocks past its length exit at once). Tokens are taken in tiles of 8, 4, 2 or 1,
 // the smallest that covers what remains, so each weight row is read from memory once per 8 tokens and little
 // arithmetic is wasted on padding.
-// MODE 0: fc1 with GLU (rows r and I+r → act(gate)·up); 1: fc1 without GLU; 2: fc2 (fp32 out, no bias).
+// MODE 0: fc1 with GLU (rows r and I+r → act(gate)·up); 1: fc1 without GLU; 2: fc2 (fp32 out, no bias); 3: fc2 of
+// routing none's fast path (T out with fc2's bias: y itself, no combine).
+// p.dense > 0 (routing none's fast path): rows [0, dense) all belong to expert 0 and no routing arrays are read.
 template <typename T, int MODE, bool VEC>
 __global__ void __launch_bounds__(32 * kWarps, 2) skinny_kernel(SkinnyParams p) {
   constexpr int P = kSkinnyRows;
   constexpr int NR = MODE == 0 ? 2 * P : P;
   const int a = blockIdx.y;
-  if (a >= *p.num_active) return;
-  const int e = p.active[a];
-  const int off = p.offsets[e], cnt = p.counts[e];
+  if (!p.dense && a >= *p.num_active) return;
+  const int e = p.dense ? 0 : p.active[a];
+  const int off = p.dense ? 0 : p.offsets[e], cnt = p.dense ? p.dense : p.counts[e];
   const int warp = threadIdx.x >> 5;
   const int r0 = (blockIdx.x * kWarps + warp) * P;
   if (r0 >= p.R) return;
@@ -701,8 +727,9 @@ Layout layout(const MoeArgs& a, MoePath path, int im_chunk) {
   } else {
     l.o = take(E * a.H * 4);
   }
-  if (path == MoePath::gemm || (a.fc1_scap && !input_major_skinny(a, path)))
-    l.xp = take(E * a.H * ts);  // gathered (masked) rows
+  // Gathered (masked) rows; routing none's gemm path reads x in place unless it is masked.
+  if ((path == MoePath::gemm && (a.routing != Routing::none || a.fc1_scap)) || (a.fc1_scap && !input_major_skinny(a, path)))
+    l.xp = take(E * a.H * ts);
   if (path == MoePath::gemm) l.g = take(E * a.F1 * ts);
   l.total = at;
   return l;
@@ -772,7 +799,12 @@ static int64_t skinny_max_tokens() {
 
 MoePath MoeRunner::resolve(const MoeArgs& a, MoePath requested) const {
   MoePath p = requested;
-  if (p == MoePath::automatic) p = a.S <= skinny_max_tokens() ? MoePath::skinny : MoePath::gemm;
+  // Routing none sends all S tokens to its one expert. At Jamba's MLP size on the H200 (test_cuda --dense) the
+  // skinny kernels match cuBLAS at one token (89 us, 3.97 TB/s of weights, in two launches instead of three), are 4 %
+  // slower at 2, 27 % at 4, twice as slow at 8 (their fp32 FMAs per weight byte grow with the tokens) and four times
+  // at 16 (a second token tile reads the weights again).
+  const int64_t most = a.routing == Routing::none ? std::min<int64_t>(kDenseSkinnyMax, skinny_max_tokens()) : skinny_max_tokens();
+  if (p == MoePath::automatic) p = a.S <= most ? MoePath::skinny : MoePath::gemm;
   if (p == MoePath::gemm && !load_cublas(nullptr)) p = MoePath::skinny;
   return p;
 }
@@ -812,7 +844,52 @@ void MoeRunner::run(const MoeArgs& a, void* ws, size_t ws_bytes, void* stream_pt
   rp.row_of = reinterpret_cast<int*>(at(l.row_of));
   rp.row_token = reinterpret_cast<int*>(at(l.row_token));
   rp.row_expert = reinterpret_cast<int*>(at(l.row_expert));
-  if (S <= 256) {
+  const bool f16 = a.dtype == DType::f16;
+  const size_t ts = dtype_size(a.dtype);
+  const bool dense = a.routing == Routing::none;
+  const bool im = a.layout == MoeLayout::input_major;
+  if (dense && path == MoePath::skinny && !im && !a.fc1_scap && !a.fc2_scap) {
+    // A dense MLP at a few tokens: fc1 (with bias, activation and GLU) into h, then fc2 with its bias straight
+    // into y. Two launches, no routing arrays.
+    const int V = static_cast<int>(16 / ts);
+    SkinnyParams p1{};
+    p1.W = a.fc1;
+    p1.bias = a.fc1_bias;
+    p1.A = a.x;
+    p1.out = at(l.h);
+    p1.K = H;
+    p1.R = I;
+    p1.wrows = F1;
+    p1.I = I;
+    p1.act = static_cast<int>(a.act);
+    p1.dense = S;
+    const bool vec1 = H % V == 0 && aligned16(a.fc1) && aligned16(a.x);
+    const dim3 g1((I + kWarps * kSkinnyRows - 1) / (kWarps * kSkinnyRows), 1);
+    if (a.glu) {
+      if (f16) launch_skinny<__half, 0>(vec1, g1, p1, s);
+      else launch_skinny<float, 0>(vec1, g1, p1, s);
+    } else {
+      if (f16) launch_skinny<__half, 1>(vec1, g1, p1, s);
+      else launch_skinny<float, 1>(vec1, g1, p1, s);
+    }
+    SkinnyParams p2 = p1;
+    p2.W = a.fc2;
+    p2.bias = a.fc2_bias;
+    p2.A = at(l.h);
+    p2.out = a.y;
+    p2.K = I;
+    p2.R = H;
+    p2.wrows = H;
+    const bool vec2 = I % V == 0 && aligned16(a.fc2) && aligned16(p2.A);
+    const dim3 g2((H + kWarps * kSkinnyRows - 1) / (kWarps * kSkinnyRows), 1);
+    if (f16) launch_skinny<__half, 3>(vec2, g2, p2, s);
+    else launch_skinny<float, 3>(vec2, g2, p2, s);
+    cuda_check(cudaGetLastError(), "kernel launch");
+    return;
+  }
+  if (dense) {
+    route_dense_kernel<<<grid_for(static_cast<size_t>(S)), 256, 0, s>>>(rp);
+  } else if (S <= 256) {
     const int threads = std::min(1024, std::max(64, S * 32));
     route_fused_kernel<<<1, threads, 0, s>>>(rp);
   } else {
@@ -821,8 +898,6 @@ void MoeRunner::run(const MoeArgs& a, void* ws, size_t ws_bytes, void* stream_pt
     route_finalize_kernel<<<1, 1024, 0, s>>>(rp);
   }
 
-  const bool f16 = a.dtype == DType::f16;
-  const size_t ts = dtype_size(a.dtype);
   void* h = at(l.h);
   float* o = reinterpret_cast<float*>(at(l.o));
   // fc1_scap: the routed rows, masked with their expert's (mode, threshold), in expert-grouped order (both paths of
@@ -838,7 +913,6 @@ void MoeRunner::run(const MoeArgs& a, void* ws, size_t ws_bytes, void* stream_pt
                                                              rp.row_expert, a.fc1_scap,
                                                              reinterpret_cast<float*>(at(l.xp)), H);
   }
-  const bool im = a.layout == MoeLayout::input_major;
   if (path == MoePath::skinny && im) {
     // fc1: partial sums [chunks1, entries, F1] of the rows where the input (masked with fc1_scap as it is staged)
     // is non-zero; then the bias, act/GLU and fc2_scap into h (T). fc2: partial sums [chunks2, entries, H] of h's
@@ -952,11 +1026,12 @@ void MoeRunner::run(const MoeArgs& a, void* ws, size_t ws_bytes, void* stream_pt
     std::string why;
     const Cublas* cb = load_cublas(&why);
     if (!cb) throw OpError("MoE (CUDA): " + why);
-    uint8_t* xp = at(l.xp);
+    // Routing none: the grouped rows are the tokens in order, so x is read in place (unless masked above).
+    const uint8_t* xp = dense && !a.fc1_scap ? static_cast<const uint8_t*>(a.x) : at(l.xp);
     void* g = at(l.g);
     const size_t row_bytes = static_cast<size_t>(H) * ts;
-    if (!a.fc1_scap)  // else gathered with the mask above
-      gather_rows_kernel<<<entries, 128, 0, s>>>(static_cast<const uint8_t*>(a.x), rp.row_token, xp, row_bytes,
+    if (!a.fc1_scap && !dense)  // else gathered with the mask above, or x itself
+      gather_rows_kernel<<<entries, 128, 0, s>>>(static_cast<const uint8_t*>(a.x), rp.row_token, at(l.xp), row_bytes,
                                                  row_bytes % 16 == 0 && aligned16(a.x));
     std::lock_guard<std::mutex> lock(impl_->mu);
     // The per-expert GEMM sizes must be known on the host: one small device→host copy and a stream sync.
@@ -966,10 +1041,14 @@ void MoeRunner::run(const MoeArgs& a, void* ws, size_t ws_bytes, void* stream_pt
       cuda_check(cudaMallocHost(reinterpret_cast<void**>(&impl_->pinned), static_cast<size_t>(X) * 4), "cudaMallocHost");
       impl_->pinned_count = static_cast<size_t>(X);
     }
-    cuda_check(cudaMemcpyAsync(impl_->pinned, rp.counts, static_cast<size_t>(X) * 4, cudaMemcpyDeviceToHost, s),
-               "copy counts");
     Cublas::Handle handle = impl_->cublas.bind(*cb, s, "MoE");
-    cuda_check(cudaStreamSynchronize(s), "stream sync for expert counts");
+    if (dense) {  // known on the host: every token in expert 0
+      impl_->pinned[0] = S;
+    } else {
+      cuda_check(cudaMemcpyAsync(impl_->pinned, rp.counts, static_cast<size_t>(X) * 4, cudaMemcpyDeviceToHost, s),
+                 "copy counts");
+      cuda_check(cudaStreamSynchronize(s), "stream sync for expert counts");
+    }
     const cudaDataType ab = f16 ? CUDA_R_16F : CUDA_R_32F;
     const float one = 1.f, zero = 0.f;
     // Output-major: row-major C[c, n] = A[c, K] · W[n, K]ᵀ is column-major Cᵀ = W·Aᵀ: gemm(T, N, m = n, n = c,
@@ -1001,18 +1080,25 @@ void MoeRunner::run(const MoeArgs& a, void* ws, size_t ws_bytes, void* stream_pt
                                                  rp.row_expert, static_cast<float*>(h), entries, I, F1, a.glu,
                                                  static_cast<int>(a.act), a.fc2_scap);
     }
+    // Routing none without fc2 bias: fc2 writes y (T) itself and no combine is needed.
+    const bool direct = dense && !a.fc2_bias;
     off = 0;
     for (int e = 0; e < X; ++e) {
       const int c = impl_->pinned[e];
       if (c) {
+        void* out = direct ? a.y : static_cast<void*>(o + static_cast<size_t>(off) * H);
         gemm_check(*cb, cb->gemm_ex(handle, im ? kCublasOpN : kCublasOpT, kCublasOpN, H, c, I, &one,
                                static_cast<const uint8_t*>(a.fc2) + static_cast<size_t>(e) * H * I * ts, ab,
                                im ? H : I,
                                static_cast<const uint8_t*>(h) + static_cast<size_t>(off) * I * ts, ab, I, &zero,
-                               o + static_cast<size_t>(off) * H, CUDA_R_32F, H, kCublasCompute32F, kCublasGemmDefault),
+                               out, direct ? ab : CUDA_R_32F, H, kCublasCompute32F, kCublasGemmDefault),
                    "MoE", "fc2");
       }
       off += c;
+    }
+    if (direct) {
+      cuda_check(cudaGetLastError(), "kernel launch");
+      return;
     }
   }
   const dim3 cgrid((H + kCombineThreads - 1) / kCombineThreads, static_cast<unsigned>(std::min(S, 65535)));
@@ -1023,6 +1109,104 @@ void MoeRunner::run(const MoeArgs& a, void* ws, size_t ws_bytes, void* stream_pt
     combine_kernel<float><<<cgrid, kCombineThreads, 0, s>>>(o, rp.idx, rp.w, rp.row_of, static_cast<const float*>(a.fc2_bias),
                                                            static_cast<float*>(a.y), S, k, H);
   cuda_check(cudaGetLastError(), "kernel launch");
+}
+
+// ─── Linear ───────────────────────────────────────────────────────────────────────────────────────────────────
+
+namespace {
+
+template <typename T>
+__global__ void add_bias_kernel(T* y, const T* bias, size_t total, int N) {
+  for (size_t i = blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x; i < total;
+       i += static_cast<size_t>(gridDim.x) * blockDim.x)
+    y[i] = from_f<T>(to_f(y[i]) + to_f(bias[i % N]));
+}
+
+// At the Jamba period's out_proj (K 8192 → 4096, fp16) on the H200 (test_cuda --dense): the GEMV 19.1 us against
+// cuBLAS's 21.9 us at one and two tokens, 21.1 against 21.8 at four.
+int64_t linear_gemv_max_tokens() {
+  static const int64_t v = [] {
+    const char* s = std::getenv("HUBMOE_LINEAR_GEMV_MAX_S");
+    return s ? std::max<int64_t>(0, std::atoll(s)) : int64_t(kLinearGemvMax);
+  }();
+  return v;
+}
+
+}  // namespace
+
+const char* linear_path_name(LinearPath p) {
+  return p == LinearPath::gemv ? "gemv" : p == LinearPath::gemm ? "gemm" : "automatic";
+}
+
+struct LinearRunner::Impl {
+  std::mutex mu;
+  CublasHandle cublas;
+};
+
+LinearRunner::LinearRunner() : impl_(new Impl()) {}
+LinearRunner::~LinearRunner() = default;
+
+LinearPath LinearRunner::resolve(const LinearArgs& a, LinearPath requested) const {
+  LinearPath p = requested;
+  if (p == LinearPath::automatic) p = a.S <= linear_gemv_max_tokens() ? LinearPath::gemv : LinearPath::gemm;
+  if (p == LinearPath::gemm && !load_cublas(nullptr)) p = LinearPath::gemv;
+  return p;
+}
+
+void LinearRunner::run(const LinearArgs& a, void* stream_ptr, LinearPath path) {
+  if (a.S == 0 || a.N == 0) return;
+  if (a.S >= (int64_t(1) << 31) || a.K >= (int64_t(1) << 31) || a.N >= (int64_t(1) << 31))
+    throw OpError("Linear (CUDA): sizes exceed 32-bit indexing");
+  auto s = static_cast<cudaStream_t>(stream_ptr);
+  const bool f16 = a.dtype == DType::f16;
+  const int S = static_cast<int>(a.S), K = static_cast<int>(a.K), N = static_cast<int>(a.N);
+  path = resolve(a, path);
+  if (path == LinearPath::gemv) {
+    SkinnyParams p{};
+    p.W = a.W;
+    p.bias = a.bias;
+    p.A = a.x;
+    p.out = a.y;
+    p.K = K;
+    p.R = N;
+    p.wrows = N;
+    p.I = N;
+    p.dense = S;
+    const int V = f16 ? 8 : 4;
+    const bool vec = K % V == 0 && aligned16(a.W) && aligned16(a.x);
+    const dim3 grid((N + kWarps * kSkinnyRows - 1) / (kWarps * kSkinnyRows), 1);
+    if (f16)
+      launch_skinny<__half, 3>(vec, grid, p, s);
+    else
+      launch_skinny<float, 3>(vec, grid, p, s);
+    if (cudaError_t e = cudaGetLastError(); e != cudaSuccess)
+      throw OpError(std::string("Linear (CUDA): kernel launch: ") + cudaGetErrorString(e));
+    return;
+  }
+  std::string why;
+  const Cublas* cb = load_cublas(&why);
+  if (!cb) throw OpError("Linear (CUDA): " + why);
+  const cudaDataType t = f16 ? CUDA_R_16F : CUDA_R_32F;
+  const float one = 1.f, zero = 0.f;
+  {
+    std::lock_guard<std::mutex> lock(impl_->mu);
+    Cublas::Handle handle = impl_->cublas.bind(*cb, s, "Linear");
+    // Row-major y[S, N] = x[S, K] · W[N, K]ᵀ is column-major yᵀ = W·xᵀ: gemm(T, N, m = N, n = S, k = K, lda = K).
+    gemm_check(*cb, cb->gemm_ex(handle, kCublasOpT, kCublasOpN, N, S, K, &one, a.W, t, K, a.x, t, K, &zero, a.y, t, N,
+                                kCublasCompute32F, kCublasGemmDefault),
+               "Linear", "y");
+  }
+  if (a.bias) {
+    const size_t total = static_cast<size_t>(S) * N;
+    if (f16)
+      add_bias_kernel<__half><<<grid_for(total), 256, 0, s>>>(static_cast<__half*>(a.y), static_cast<const __half*>(a.bias),
+                                                              total, N);
+    else
+      add_bias_kernel<float><<<grid_for(total), 256, 0, s>>>(static_cast<float*>(a.y), static_cast<const float*>(a.bias),
+                                                             total, N);
+  }
+  if (cudaError_t e = cudaGetLastError(); e != cudaSuccess)
+    throw OpError(std::string("Linear (CUDA): kernel launch: ") + cudaGetErrorString(e));
 }
 
 }  // namespace cuda

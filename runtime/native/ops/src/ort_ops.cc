@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "linear.h"
 #include "mamba_conv.h"
 #include "mamba_mixer.h"
 #include "moe.h"
@@ -360,7 +361,7 @@ struct MoeKernel {
                 b1.rank(), f2.dims.data(), f2.rank(), b2.dims.data(), b2.rank(), a, s1.dims.data(), s1.rank(),
                 s2.dims.data(), s2.rank());
       a.dtype = dtype_of(x.type, op);
-      if (lg.type != kF32 && lg.type != x.type)
+      if (lg.present() && lg.type != kF32 && lg.type != x.type)
         throw OpError(std::string("MoE: input 'router_logits' is ") + type_name(lg.type) + ", expected float32 or " +
                       type_name(x.type));
       a.logits_dtype = lg.type == kF32 ? DType::f32 : DType::f16;
@@ -417,7 +418,8 @@ struct MoeOp : Ort::CustomOpBase<MoeOp, MoeKernel, true> {
     return i == 1 ? ONNX_TENSOR_ELEMENT_DATA_TYPE_UNDEFINED : i >= 6 ? kF32 : t_;
   }
   OrtCustomOpInputOutputCharacteristic GetInputCharacteristic(size_t i) const {
-    return (i == 3 || i == 5 || i >= 6) ? INPUT_OUTPUT_OPTIONAL : INPUT_OUTPUT_REQUIRED;
+    // router_logits (1) is absent with routing "none" (a dense MLP as one expert).
+    return (i == 1 || i == 3 || i == 5 || i >= 6) ? INPUT_OUTPUT_OPTIONAL : INPUT_OUTPUT_REQUIRED;
   }
   size_t GetOutputTypeCount() const { return 1; }
   ONNXTensorElementDataType GetOutputType(size_t) const { return t_; }
@@ -503,6 +505,85 @@ struct SparseOp : Ort::CustomOpBase<SparseOp, SparseKernel, true> {
     return guarded("SparseLinear", [&] { *kernel = new SparseKernel(info, ep_); });
   }
   const char* GetName() const { return "SparseLinear"; }
+  const char* GetExecutionProviderType() const { return ep_name(ep_); }
+  size_t GetInputTypeCount() const { return 3; }
+  ONNXTensorElementDataType GetInputType(size_t) const { return t_; }
+  OrtCustomOpInputOutputCharacteristic GetInputCharacteristic(size_t i) const {
+    return i == 2 ? INPUT_OUTPUT_OPTIONAL : INPUT_OUTPUT_REQUIRED;
+  }
+  size_t GetOutputTypeCount() const { return 1; }
+  ONNXTensorElementDataType GetOutputType(size_t) const { return t_; }
+};
+
+// ─── Linear ───────────────────────────────────────────────────────────────────────────────────────────────────
+
+struct LinearKernel {
+  Ep ep;
+#ifdef HUBMOE_WITH_CUDA
+  std::unique_ptr<cuda::LinearRunner> runner;
+  cuda::LinearPath path = cuda::LinearPath::automatic;
+#endif
+
+  LinearKernel(const OrtKernelInfo*, Ep e) : ep(e) {
+#ifdef HUBMOE_WITH_CUDA
+    if (ep == Ep::cuda) {
+      runner.reset(new cuda::LinearRunner());
+      if (const char* p = std::getenv("HUBMOE_LINEAR_PATH")) {  // for experiments: gemv | gemm
+        const std::string s = p;
+        path = s == "gemv" ? cuda::LinearPath::gemv : s == "gemm" ? cuda::LinearPath::gemm : cuda::LinearPath::automatic;
+      }
+    }
+#endif
+  }
+
+  OrtStatusPtr ComputeV2(OrtKernelContext* ctx) noexcept {
+    return guarded("Linear", [&] {
+      const char* op = "Linear";
+      TensorIn x = input(ctx, 0), w = input(ctx, 1), b = input(ctx, 2);
+      LinearArgs a;
+      linear_check(x.dims.data(), x.rank(), w.dims.data(), w.rank(), b.dims.data(), b.rank(), a);
+      a.dtype = dtype_of(x.type, op);
+      expect_type(w, op, "W", x.type);
+      expect_type(b, op, "bias", x.type);
+      a.x = x.data;
+      a.W = w.data;
+      a.bias = b.data;
+      std::vector<int64_t> ydims = x.dims;
+      ydims.back() = a.N;
+      a.y = output(ctx, 0, ydims);
+      if (a.S == 0 || a.N == 0) return;
+      if (ep == Ep::cpu) {
+        linear_cpu(a, OrtParallel(ctx));
+      } else {
+#ifdef HUBMOE_WITH_CUDA
+        void* stream = nullptr;
+        check(api().KernelContext_GetGPUComputeStream(ctx, &stream));
+        runner->run(a, stream, path);
+#endif
+      }
+    });
+  }
+};
+
+OrtStatusPtr infer_linear(const OrtCustomOp*, OrtShapeInferContext* ctx) noexcept {
+  TypeShape x, w;
+  if (OrtStatus* st = get_type_shape(ctx, 0, x)) return st;
+  if (OrtStatus* st = get_type_shape(ctx, 1, w)) return st;
+  if (!x.dims.empty() && w.dims.size() == 2) {
+    x.dims.back() = w.dims[0];
+    x.syms.back() = w.syms[0];
+  }
+  return set_type_shape(ctx, 0, x);
+}
+
+struct LinearOp : Ort::CustomOpBase<LinearOp, LinearKernel, true> {
+  Ep ep_;
+  ONNXTensorElementDataType t_;
+  LinearOp(Ep ep, ONNXTensorElementDataType t) : ep_(ep), t_(t) { OrtCustomOp::InferOutputShapeFn = infer_linear; }
+  OrtStatusPtr CreateKernelV2(const OrtApi&, const OrtKernelInfo* info, void** kernel) const {
+    return guarded("Linear", [&] { *kernel = new LinearKernel(info, ep_); });
+  }
+  const char* GetName() const { return "Linear"; }
   const char* GetExecutionProviderType() const { return ep_name(ep_); }
   size_t GetInputTypeCount() const { return 3; }
   ONNXTensorElementDataType GetInputType(size_t) const { return t_; }
@@ -893,6 +974,7 @@ struct OpSet {
         ops.emplace_back(new ScanOp(ep, t));
         ops.emplace_back(new MoeOp(ep, t));
         ops.emplace_back(new SparseOp(ep, t));
+        ops.emplace_back(new LinearOp(ep, t));
         ops.emplace_back(new NextTokenOp(ep, t));
         ops.emplace_back(new SplitRmsNormOp(ep, t));
         ops.emplace_back(new MambaConvOp(ep, t));

@@ -109,7 +109,7 @@ struct MoeProblem {
     a.dtype = dtype;
     a.logits_dtype = logits_dtype;
     a.x = x.data();
-    a.logits = logits.data();
+    a.logits = r.routing == "none" ? nullptr : logits.data();  // routing none takes no router logits
     a.fc1 = fc1.data();
     a.fc1_bias = has_bias ? fc1_bias.data() : nullptr;
     a.fc2 = fc2.data();
@@ -232,6 +232,7 @@ inline void add_scap(MoeProblem& p, bool fc1, bool fc2, uint64_t seed, double hi
   }
   int64_t unpruned = idx[S * k - 1];
   if (S == 1 && k == 1) unpruned = (unpruned + 1) % X;
+  if (X == 1) unpruned = -1;  // routing none: the one expert is pruned
   auto routed = [&](int64_t s, int64_t e) {
     for (int j = 0; j < k; ++j)
       if (idx[s * k + j] == e) return true;

@@ -111,7 +111,8 @@ inline void moe(const Moe& m, std::vector<double>& y) {
     for (int64_t e = 0; e < m.X; ++e) den += std::exp(m.logits[s * m.X + e] - mx);
     for (int64_t e = 0; e < m.X; ++e) {
       const double l = m.logits[s * m.X + e];
-      sc[e] = m.routing == "softmax" ? std::exp(l - mx) / den : 1.0 / (1.0 + std::exp(-l));
+      // routing none: one expert, weight 1 (a dense MLP)
+      sc[e] = m.routing == "none" ? 1.0 : m.routing == "softmax" ? std::exp(l - mx) / den : 1.0 / (1.0 + std::exp(-l));
     }
     // top-k like torch.topk: largest first, ties → lower index (stable sort by descending score)
     std::vector<int64_t> order(static_cast<size_t>(m.X));

@@ -12,6 +12,7 @@
 #include "mamba_conv_tests.h"
 #include "mamba_mixer_tests.h"
 #include "sparse_linear_tests.h"
+#include "linear_tests.h"
 
 using namespace testutil;
 using hubmoe::DType;
@@ -249,6 +250,44 @@ void test_moe_input_major(Tally& t, const hubmoe::Parallel& par) {
         }
 }
 
+// Routing none (a dense MLP as one expert, no router logits) against the reference: every activation, GLU or not,
+// biases or not, 1 and 33 tokens; then with SCAP masks and input-major weights (the paths the converter may take).
+void test_moe_dense(Tally& t, const hubmoe::Parallel& par) {
+  uint64_t seed = 7000;
+  const double tol16 = kTolF16;
+  for (DType dt : {DType::f32, DType::f16})
+    for (const char* act : {"silu", "gelu_erf", "gelu_tanh", "relu"})
+      for (bool glu : {false, true})
+        for (bool bias : {false, true})
+          for (int64_t S : {1, 33}) {
+            MoeProblem p = make_moe(S, 48, 1, 40, 1, "none", false, act, glu, bias, dt, DType::f32, seed++);
+            hubmoe::MoeArgs a = p.args();
+            std::vector<uint8_t> y(static_cast<size_t>(S * 48) * hubmoe::dtype_size(dt));
+            a.y = y.data();
+            hubmoe::moe_cpu(a, par);
+            std::vector<double> ry;
+            ref::moe(p.r, ry);
+            t.check_err(moe_name(p), rel_err(read(y.data(), ry.size(), dt), ry), dt == DType::f32 ? kTolF32 : tol16);
+          }
+  for (DType dt : {DType::f32, DType::f16})
+    for (int64_t S : {1, 33})
+      for (int variant : {0, 1, 2}) {  // 0: both SCAP masks, 1: input-major, 2: both
+        MoeProblem p = make_moe(S, 48, 1, 40, 1, "none", false, "silu", true, true, dt, DType::f32, seed);
+        if (variant != 1) add_scap(p, true, true, seed);
+        ++seed;
+        const MoeProblem q = variant ? input_major(p) : p;
+        hubmoe::MoeArgs a = q.args();
+        std::vector<uint8_t> y(static_cast<size_t>(S * 48) * hubmoe::dtype_size(dt));
+        a.y = y.data();
+        hubmoe::moe_cpu(a, par);
+        std::vector<double> ry;
+        ref::moe(p.r, ry);
+        const std::string what = moe_name(p) + (variant == 0 ? " fc1_scap+fc2_scap" : variant == 1 ? " input_major"
+                                                                                                     : " input_major fc1_scap+fc2_scap");
+        t.check_err(what, rel_err(read(y.data(), ry.size(), dt), ry), dt == DType::f32 ? kTolF32 : tol16);
+      }
+}
+
 void test_errors(Tally& t) {
   // Shape and attribute errors are reported, not crashed on.
   int caught = 0;
@@ -323,6 +362,30 @@ void test_errors(Tally& t) {
              }),
              "MoE: input 'fc2' has shape [2, 8, 6], expected [2, I, 8] = [X, I, H] (layout \"input_major\")",
              "MoE input_major fc2 of the output-major shape raises OpError with the input-major shape");
+  // routing none: no router logits, one expert, k = 1; every other routing needs the logits.
+  const int64_t dx[] = {4, 8}, dlg[] = {4, 1}, df1[] = {1, 6, 8}, df2[] = {1, 8, 6}, df1x2[] = {2, 6, 8}, df2x2[] = {2, 8, 6};
+  auto dense_check = [&](const int64_t* lg, int lr, const int64_t* f1, const int64_t* f2, int k, hubmoe::Routing r) {
+    return message([&] {
+      hubmoe::MoeArgs a;
+      a.k = k;
+      a.routing = r;
+      hubmoe::moe_check(dx, 2, lg, lr, f1, 3, nullptr, -1, f2, 3, nullptr, -1, a);
+    });
+  };
+  const auto none = hubmoe::Routing::none;
+  expect_msg(dense_check(nullptr, -1, df1, df2, 1, none), "(no error)", "MoE routing none without router_logits accepted");
+  expect_msg(dense_check(dlg, 2, df1, df2, 1, none), "MoE: routing \"none\" takes no 'router_logits', got one of shape [4, 1]",
+             "MoE routing none with router_logits raises OpError");
+  expect_msg(dense_check(nullptr, -1, df1x2, df2x2, 1, none), "MoE: routing \"none\" needs exactly one expert, fc1 has 2",
+             "MoE routing none with two experts raises OpError");
+  expect_msg(dense_check(nullptr, -1, df1, df2, 2, none), "MoE: routing \"none\" needs k = 1, got 2",
+             "MoE routing none with k = 2 raises OpError");
+  expect_msg(dense_check(nullptr, -1, df1, df2, 1, hubmoe::Routing::softmax),
+             "MoE: input 'router_logits' is missing (only routing \"none\" runs without it)",
+             "MoE softmax routing without router_logits raises OpError");
+  expect_msg(message([] { hubmoe::parse_routing("dense"); }),
+             "MoE: attribute 'routing' must be \"softmax\", \"sigmoid\" or \"none\", got \"dense\"",
+             "MoE bad routing value raises OpError naming the values");
   {  // the same weights with the default layout pass
     hubmoe::MoeArgs a;
     a.k = 1;
@@ -362,12 +425,16 @@ int main() {
   test_moe(t, threads);
   test_moe_scap(t, serial);
   test_moe_scap(t, threads);
+  test_moe_dense(t, serial);
+  test_moe_dense(t, threads);
   test_moe_input_major(t, serial);
   test_moe_input_major(t, threads);
   test_sparse_linear_errors(t);
   test_sparse_linear(t, serial, kTolF32, kTolF16);
   test_sparse_linear(t, threads, kTolF32, kTolF16);
   test_next_token(t);
+  test_linear(t, serial, kTolF32, kTolF16);
+  test_linear(t, threads, kTolF32, kTolF16);
   test_split_rms_norm(t);
   test_static_mask(t);
   test_mamba_conv(t);

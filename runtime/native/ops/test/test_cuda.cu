@@ -2,9 +2,10 @@
 // the same random inputs in fp32 and fp16, and their timings at Jamba sizes. Needs a GPU; prints a report and exits
 // non-zero on any mismatch.
 //
-// usage: test_cuda [--quick | --input-major]
+// usage: test_cuda [--quick | --input-major | --dense | --mixer | --sparse]
 //   --quick: correctness on small shapes only, e.g. under compute-sanitizer
 //   --input-major: only the MoE input-major checks and the input-major decode timing
+//   --dense: only the MoE routing-none (dense MLP) and Linear checks, and their timings at the Jamba period's sizes
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
@@ -16,6 +17,7 @@
 #include <thread>
 
 #include "../src/cuda_ops.h"
+#include "linear_tests.h"
 #include "problems.h"
 
 using namespace testutil;
@@ -189,7 +191,7 @@ struct MoeDev {
     args = p.args();
     y = Dev(static_cast<size_t>(args.S * args.H) * hubmoe::dtype_size(args.dtype));
     args.x = x.p;
-    args.logits = logits.p;
+    args.logits = args.logits ? logits.p : nullptr;  // absent with routing none
     args.fc1 = fc1.p;
     args.fc1_bias = p.has_bias ? b1.p : nullptr;
     args.fc2 = fc2.p;
@@ -346,6 +348,149 @@ void moe_input_major_correctness(Tally& t, double& worst32, double& worst16) {
                         c.routing, c.renorm, c.act, c.glu, c.bias, masks ? " fc1_scap+fc2_scap" : "", c.chunk);
           check_moe(t, p, path, worst32, worst16, what, [&](hc::MoeRunner& r) { r.set_input_major_chunk(c.chunk); });
         }
+}
+
+// Routing none (a dense MLP as one expert, no router logits) against the CPU kernel on every path: automatic (the
+// two-launch fast path up to 8 tokens, then cuBLAS with x read in place and fc2 writing y), and the forced skinny
+// (token tiles past 8) and gemm paths; odd H and I (the scalar loads); with SCAP masks and input-major weights,
+// which take the routed skinny kernels after the dense routing kernel.
+void moe_dense_correctness(Tally& t, double& worst32, double& worst16) {
+  struct Cfg {
+    int64_t S, H, I;
+    const char* act;
+    bool glu, bias;
+  };
+  const Cfg cfgs[] = {{1, 128, 96, "silu", true, false},     {3, 50, 30, "gelu_erf", false, true},
+                      {8, 256, 160, "silu", true, true},     {9, 128, 96, "relu", false, false},
+                      {16, 64, 64, "gelu_tanh", true, false}, {40, 128, 96, "silu", true, true},
+                      {300, 64, 32, "gelu_erf", false, true}};
+  uint64_t seed = 2300;
+  for (DType dt : {DType::f32, DType::f16})
+    for (const Cfg& c : cfgs)
+      for (hc::MoePath path : {hc::MoePath::automatic, hc::MoePath::skinny, hc::MoePath::gemm}) {
+        if (path == hc::MoePath::skinny && c.S > 40) continue;
+        MoeProblem p = make_moe(c.S, c.H, 1, c.I, 1, "none", false, c.act, c.glu, c.bias, dt, DType::f32, seed++);
+        char what[240];
+        std::snprintf(what, sizeof what, "CUDA MoE %s routing=none path=%%s%s S=%lld H=%lld I=%lld %s glu=%d bias=%d",
+                      hubmoe::dtype_name(dt), path == hc::MoePath::automatic ? " (automatic)" : "", (long long)c.S,
+                      (long long)c.H, (long long)c.I, c.act, c.glu, c.bias);
+        check_moe(t, p, path, worst32, worst16, what);
+      }
+  for (DType dt : {DType::f32, DType::f16})
+    for (int64_t S : {int64_t(1), int64_t(5), int64_t(40)})
+      for (int variant : {0, 1, 2})  // 0: both SCAP masks, 1: input-major, 2: both
+        for (hc::MoePath path : {hc::MoePath::skinny, hc::MoePath::gemm}) {
+          MoeProblem p0 = make_moe(S, 128, 1, 96, 1, "none", false, "silu", true, true, dt, DType::f32, seed);
+          if (variant != 1) add_scap(p0, true, true, seed, dt == DType::f16 ? 3e-3 : 1e-4);
+          ++seed;
+          const MoeProblem p = variant ? input_major(p0) : p0;
+          char what[240];
+          std::snprintf(what, sizeof what, "CUDA MoE %s routing=none path=%%s S=%lld H=128 I=96 silu glu=1 bias=1 %s",
+                        hubmoe::dtype_name(dt), (long long)S,
+                        variant == 0 ? "fc1_scap+fc2_scap" : variant == 1 ? "input_major" : "input_major fc1_scap+fc2_scap");
+          check_moe(t, p, path, worst32, worst16, what);
+        }
+}
+
+// Linear against the CPU kernel on the gemv and gemm paths and the automatic choice, fp32 and fp16, with and without
+// bias (linear_shapes: 1, 2, 3 and 40 tokens, odd K, N not a multiple of 16).
+void linear_correctness(Tally& t) {
+  uint64_t seed = 9500;
+  hc::LinearRunner runner;
+  for (DType dt : {DType::f32, DType::f16})
+    for (const LinearShape& sh : linear_shapes())
+      for (bool bias : {false, true})
+        for (hc::LinearPath path : {hc::LinearPath::automatic, hc::LinearPath::gemv, hc::LinearPath::gemm}) {
+          LinearProblem p = make_linear(sh.S, sh.K, sh.N, dt, bias, seed++);
+          Buf want = zeros(static_cast<size_t>(sh.S * sh.N), dt);
+          hubmoe::linear_cpu(p.args(want.data()), cpu_par());
+          Dev x = dev(p.x), w = dev(p.W), b = dev(p.bias), y(want.bytes.size());
+          hubmoe::LinearArgs a = p.args(y.p);
+          a.x = x.p, a.W = w.p, a.bias = bias ? b.p : nullptr;
+          runner.run(a, nullptr, path);
+          CK(cudaDeviceSynchronize());
+          auto yh = y.host();
+          char extra[80];
+          std::snprintf(extra, sizeof extra, " CUDA path=%s%s", hc::linear_path_name(runner.resolve(a, path)),
+                        path == hc::LinearPath::automatic ? " (automatic)" : "");
+          t.check_err(p.name(extra), rel_err(read(yh.data(), want.size(), dt), read(want.data(), want.size(), dt)),
+                      dt == DType::f32 ? 2e-5 : 2e-3);
+        }
+}
+
+Dev fill(size_t n, DType t, uint64_t seed, float scale);
+
+// Linear at the Jamba period's sizes (Mamba out_proj: K 8192 → 4096; attention o_proj: 4096 → 4096; Mamba in_proj:
+// 4096 → 16384), fp16, replayed in a CUDA graph: gemv against gemm (cuBLAS chooses its own GEMV/split-K kernels
+// there) at 1, 2 and 4 tokens.
+void linear_timing() {
+  cudaStream_t s;
+  CK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
+  hc::LinearRunner runner;
+  const int64_t shapes[][2] = {{8192, 4096}, {4096, 4096}, {4096, 16384}};  // (K, N)
+  for (const auto& kn : shapes) {
+    const int64_t K = kn[0], N = kn[1];
+    Dev w = fill(static_cast<size_t>(N * K), DType::f16, 3, 1.7f / 90.f);
+    for (int64_t S : {int64_t(1), int64_t(2), int64_t(4)}) {
+      Dev x = fill(static_cast<size_t>(S * K), DType::f16, 30 + S, 1.f), y(static_cast<size_t>(S * N) * 2);
+      hubmoe::LinearArgs a;
+      a.S = S, a.K = K, a.N = N, a.dtype = DType::f16, a.x = x.p, a.W = w.p, a.y = y.p;
+      for (hc::LinearPath path : {hc::LinearPath::gemv, hc::LinearPath::gemm}) {
+        runner.run(a, s, path);
+        CK(cudaStreamSynchronize(s));
+        cudaGraph_t g;
+        cudaGraphExec_t ge;
+        CK(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal));
+        for (int i = 0; i < 50; ++i) runner.run(a, s, path);
+        CK(cudaStreamEndCapture(s, &g));
+        CK(cudaGraphInstantiate(&ge, g, 0));
+        const double us = time_us([&] { CK(cudaGraphLaunch(ge, s)); }, 2, 10, s) / 50;
+        std::printf("  Linear fp16 S=%lld K=%lld N=%lld path=%-4s %7.2f us  %7.1f GB/s of weights\n", (long long)S,
+                    (long long)K, (long long)N, hc::linear_path_name(path), us, double(N * K * 2) / us / 1e3);
+        CK(cudaGraphExecDestroy(ge));
+        CK(cudaGraphDestroy(g));
+      }
+    }
+  }
+  CK(cudaStreamDestroy(s));
+}
+
+
+// A dense MLP at Jamba's size (H 4096, I 14336, SwiGLU, fp16) as MoE routing none: time per call replayed in a CUDA
+// graph, and the weights' read rate, at 1, 2, 4, 8 and 16 tokens, on each path.
+void moe_dense_timing() {
+  const int64_t H = 4096, I = 14336, F1 = 2 * I;
+  const DType dt = DType::f16;
+  Dev fc1 = fill(static_cast<size_t>(F1 * H), dt, 1, 1.7f / 64.f);
+  Dev fc2 = fill(static_cast<size_t>(H * I), dt, 2, 1.7f / 120.f);
+  const double wbytes = 3.0 * I * H * 2;
+  cudaStream_t s;
+  CK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
+  Runner runner;
+  for (int64_t S : {int64_t(1), int64_t(2), int64_t(4), int64_t(8), int64_t(16)}) {
+    Dev x = fill(static_cast<size_t>(S * H), dt, 10 + S, 1.f);
+    Dev y(static_cast<size_t>(S * H) * 2);
+    hubmoe::MoeArgs a;
+    a.S = S, a.H = H, a.X = 1, a.I = I, a.F1 = F1, a.k = 1;
+    a.routing = hubmoe::Routing::none, a.act = hubmoe::Activation::silu, a.glu = true, a.dtype = dt;
+    a.x = x.p, a.fc1 = fc1.p, a.fc2 = fc2.p, a.y = y.p;
+    for (hc::MoePath path : {hc::MoePath::skinny, hc::MoePath::gemm}) {
+      runner.run(a, path, s);  // sizes the workspace before capture
+      CK(cudaStreamSynchronize(s));
+      cudaGraph_t g;
+      cudaGraphExec_t ge;
+      CK(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal));
+      for (int i = 0; i < 20; ++i) runner.run(a, path, s);
+      CK(cudaStreamEndCapture(s, &g));
+      CK(cudaGraphInstantiate(&ge, g, 0));
+      const double us = time_us([&] { CK(cudaGraphLaunch(ge, s)); }, 2, 10, s) / 20;
+      std::printf("  dense MLP (MoE routing none) S=%-3lld path=%-6s %8.1f us per call  %7.1f GB/s of weights\n",
+                  (long long)S, hc::moe_path_name(path), us, wbytes / us / 1e3);
+      CK(cudaGraphExecDestroy(ge));
+      CK(cudaGraphDestroy(g));
+    }
+  }
+  CK(cudaStreamDestroy(s));
 }
 
 // Deterministic pseudo-random fill on the device (the big weights would take long to make on the host).
@@ -877,6 +1022,15 @@ int main(int argc, char** argv) {
     std::printf("%s: %d passed, %d failed\n", t.failed ? "FAILED" : "ok", t.passed, t.failed);
     return t.failed ? 1 : 0;
   }
+  if (argc > 1 && std::strcmp(argv[1], "--dense") == 0) {
+    moe_dense_correctness(t, m32, m16);
+    std::printf("max error vs CPU kernels: MoE routing none fp32 %.2e fp16 %.2e\n", m32, m16);
+    linear_correctness(t);
+    moe_dense_timing();
+    linear_timing();
+    std::printf("%s: %d passed, %d failed\n", t.failed ? "FAILED" : "ok", t.passed, t.failed);
+    return t.failed ? 1 : 0;
+  }
   if (argc > 1 && std::strcmp(argv[1], "--input-major") == 0) {
     moe_input_major_correctness(t, m32, m16);
     std::printf("max error vs CPU kernels: MoE input-major fp32 %.2e fp16 %.2e\n", m32, m16);
@@ -888,6 +1042,8 @@ int main(int argc, char** argv) {
   moe_correctness(t, m32, m16);
   moe_scap_correctness(t, m32, m16);
   moe_input_major_correctness(t, m32, m16);
+  moe_dense_correctness(t, m32, m16);
+  linear_correctness(t);
   double l32 = 0, l16 = 0;
   sparse_correctness(t, l32, l16);
   next_token_correctness(t);

@@ -16,6 +16,7 @@
 #include "onnx_writer.h"
 #include "problems.h"
 #include "next_token_tests.h"
+#include "linear_tests.h"
 #include "split_rms_norm_tests.h"
 #include "static_attention_mask_tests.h"
 #include "mamba_conv_tests.h"
@@ -142,13 +143,17 @@ void check_moe_model(Tally& t, const char* what, const std::vector<onnxw::Msg>& 
   }
 }
 
-// bias_mode: 0 none, 1 both, 2 fc1_bias absent (empty name) and fc2_bias present
+void expect_error(Tally& t, const char* what, const std::string& needle, const std::function<void()>& fn);
+
+// bias_mode: 0 none, 1 both, 2 fc1_bias absent (empty name) and fc2_bias present. Routing "none" (a dense MLP):
+// one expert and no router_logits input (empty name); a model that gives it logits fails at run.
 void moe_case(Tally& t, DType dt, DType lt, const char* routing, int k, bool renorm, const char* act, bool glu,
               int bias_mode) {
-  const int64_t S = 7, H = 32, X = 6, I = 24, F1 = glu ? 2 * I : I;
+  const bool dense = std::string(routing) == "none";
+  const int64_t S = 7, H = 32, X = dense ? 1 : 6, I = 24, F1 = glu ? 2 * I : I;
   MoeProblem p = make_moe(S, H, X, I, k, routing, renorm, act, glu, bias_mode != 0, dt, lt, 900 + bias_mode + k);
   if (bias_mode == 2) p.r.fc1_bias.clear();
-  std::vector<std::string> in = {"x", "logits", "fc1", bias_mode == 1 ? "b1" : "", "fc2"};
+  std::vector<std::string> in = {"x", dense ? "" : "logits", "fc1", bias_mode == 1 ? "b1" : "", "fc2"};
   if (bias_mode) in.push_back("b2");
   std::vector<onnxw::Msg> inputs = {onnxw::value_info("x", elem(dt), {-1, H}),
                                     onnxw::value_info("logits", elem(lt), {-1, X}),
@@ -177,7 +182,28 @@ void moe_case(Tally& t, DType dt, DType lt, const char* routing, int k, bool ren
   std::snprintf(what, sizeof what, "ORT MoE %s logits=%s %s k=%d renorm=%d %s glu=%d bias=%s", hubmoe::dtype_name(dt),
                 hubmoe::dtype_name(lt), routing, k, renorm, act, glu,
                 bias_mode == 0 ? "none" : bias_mode == 1 ? "both" : "fc2 only (fc1 empty name)");
+  if (dense) {  // no logits input
+    inputs.erase(inputs.begin() + 1);
+    feeds.erase(feeds.begin() + 1);
+  }
   check_moe_model(t, what, nodes, inputs, outputs, feeds, p, dt);
+  if (dense && bias_mode == 0) {
+    expect_error(t, "ORT MoE routing none given router_logits is reported at run", "routing \"none\" takes no 'router_logits'", [&] {
+      std::vector<onnxw::Msg> bad_nodes = nodes;
+      std::vector<std::string> bad_in = in;
+      bad_in[1] = "logits";
+      bad_nodes[0] = onnxw::node("MoE", "ai.hubmoe", bad_in, {"y_raw"},
+                                 {onnxw::attr_i("k", k), onnxw::attr_s("routing", routing), onnxw::attr_s("activation", act),
+                                  onnxw::attr_i("glu", glu)},
+                                 "moe");
+      std::vector<onnxw::Msg> bad_inputs = inputs;
+      bad_inputs.insert(bad_inputs.begin() + 1, onnxw::value_info("logits", onnxw::FLOAT, {-1, X}));
+      std::vector<Feed> bad_feeds = feeds;
+      bad_feeds.insert(bad_feeds.begin() + 1, {"logits", DType::f32, {S, X}, p.logits.data()});
+      Ort::Session s = make_session(onnxw::model(bad_nodes, bad_inputs, outputs), true);
+      run(s, bad_feeds, {"y"}, true);
+    });
+  }
 }
 
 // A failure must come back as an error naming the problem, not a crash.
@@ -288,6 +314,43 @@ void error_cases(Tally& t) {
 }
 
 // x [B, 3, K] with a symbolic batch; W and bias as graph inputs; bias absent when !bias.
+// Linear through ORT: a symbolic batch, bias absent or present, then a W of the input-major shape (reported at run).
+void linear_case(Tally& t, DType dt, bool bias) {
+  const int64_t B = 2, T = 3, K = 40, N = 24;
+  LinearProblem p = make_linear(B * T, K, N, dt, bias, 1300 + bias + 10 * (int)dt);
+  std::vector<std::string> in = {"x", "W"};
+  if (bias) in.push_back("b");
+  std::vector<onnxw::Msg> inputs = {onnxw::value_info("x", elem(dt), {-1, T, K}), onnxw::value_info("W", elem(dt), {N, K})};
+  std::vector<Feed> feeds = {{"x", dt, {B, T, K}, p.x.data()}, {"W", dt, {N, K}, p.W.data()}};
+  if (bias) {
+    inputs.push_back(onnxw::value_info("b", elem(dt), {N}));
+    feeds.push_back({"b", dt, {N}, p.bias.data()});
+  }
+  std::vector<onnxw::Msg> nodes = {onnxw::node("Linear", "ai.hubmoe", in, {"y_raw"}, {}, "linear"),
+                                   onnxw::node("Identity", "", {"y_raw"}, {"y"}, {}, "id")};
+  std::vector<onnxw::Msg> outputs = {onnxw::value_info("y", elem(dt), {-1, T, N})};
+  const std::string what = p.name(" through ORT, symbolic batch");
+  try {
+    Ort::Session sess = make_session(onnxw::model(nodes, inputs, outputs));
+    auto out = run(sess, feeds, {"y"});
+    const auto shape = out[0].GetTensorTypeAndShapeInfo().GetShape();
+    t.check(shape == std::vector<int64_t>{B, T, N}, what + " shape", 0, 0);
+    t.check_err(what, rel_err(values(out[0]), linear_ref(p)), dt == DType::f32 ? 2e-5 : 1e-3);
+  } catch (const std::exception& e) {
+    std::printf("FAIL %s: %s\n", what.c_str(), e.what());
+    t.failed++;
+  }
+  if (dt != DType::f32 || bias) return;
+  expect_error(t, "ORT Linear W of the input-major shape is reported at run", "input 'W' has shape [40, 24], expected [N, 40]", [&] {
+    Ort::Session s = make_session(
+        onnxw::model({onnxw::node("Linear", "ai.hubmoe", {"x", "W"}, {"y"}, {}, "linear")},
+                     {onnxw::value_info("x", onnxw::FLOAT, {-1, K}), onnxw::value_info("W", onnxw::FLOAT, {-1, -1})},
+                     {onnxw::value_info("y", onnxw::FLOAT, {-1, -1})}),
+        true);
+    run(s, {{"x", DType::f32, {B * T, K}, p.x.data()}, {"W", DType::f32, {K, N}, p.W.data()}}, {"y"}, true);
+  });
+}
+
 void sparse_case(Tally& t, DType dt, bool bias) {
   const int64_t B = 2, T = 3, K = 40, N = 24;
   SparseProblem p = make_sparse(B * T, K, N, dt, bias, 0.5, 1200 + bias + 10 * (int)dt);
@@ -616,6 +679,8 @@ int main(int argc, char** argv) {
     moe_case(t, dt, DType::f32, "sigmoid", 1, false, "gelu_erf", false, 1);
     moe_case(t, dt, lt, "softmax", 3, true, "gelu_tanh", true, 2);
     moe_case(t, dt, DType::f32, "softmax", 1, false, "relu", false, 2);
+    moe_case(t, dt, DType::f32, "none", 1, false, "silu", true, 0);
+    moe_case(t, dt, DType::f32, "none", 1, false, "gelu_erf", false, 1);
   }
   error_cases(t);
   moe_scap_case(t, DType::f32, 0);
@@ -624,6 +689,8 @@ int main(int argc, char** argv) {
   moe_scap_case(t, DType::f32, 0, true);
   for (DType dt : {DType::f32, DType::f16})
     for (bool bias : {false, true}) sparse_case(t, dt, bias);
+  for (DType dt : {DType::f32, DType::f16})
+    for (bool bias : {false, true}) linear_case(t, dt, bias);
   for (DType dt : {DType::f32, DType::f16}) next_token_case(t, dt);
   for (DType dt : {DType::f32, DType::f16}) {
     split_rms_case(t, dt, {16, 4, 4});
