@@ -29,9 +29,9 @@ export function lowerAttention(ctx: LowerContext, x: string, j: number, op: Atte
   const split = (v: string, n: number): string =>
     g.op('Transpose', [g.op('Reshape', [v, g.ints([0, 0, n, Dh])])], { perm: [0, 2, 1, 3] });
   const xs = sparsify(ctx, x, `${p}.qkv`, 'attn_qkv', [`${p}.q.weight`, `${p}.k.weight`, `${p}.v.weight`]);
-  const q = split(sparseLinear(ctx, xs, `${p}.q`), A);
-  const k = split(sparseLinear(ctx, xs, `${p}.k`), KV);
-  const v = split(sparseLinear(ctx, xs, `${p}.v`), KV);
+  const q = split(sparseLinear(ctx, xs, `${p}.q`, { gemv: true }), A);
+  const k = split(sparseLinear(ctx, xs, `${p}.k`, { gemv: true }), KV);
+  const v = split(sparseLinear(ctx, xs, `${p}.v`, { gemv: true }), KV);
   let presentKey: string;
   let presentValue: string;
   if (ctx.cacheWrite) {

@@ -145,7 +145,8 @@ function rowSum(ctx: LowerContext, weightName: string, name: string, scale: numb
 /**
  * y = x_s · Wᵀ (+ b) (+ m · W·1) for the canonical linear layer `prefix` (`prefix.weight`, optional `prefix.bias`).
  * `gemv`: where the input is not pruned, the fused target computes it with ai.hubmoe Linear (the weight as it is,
- * [out, in]), one launch at decode instead of cuBLAS's split-K GEMV and its reduction.
+ * [out, in]): one GEMV launch at decode where cuBLAS splits K and adds the parts in a second launch, or reads the
+ * weights slower (Mamba out_proj, the attention projections; not in_proj, which cuBLAS reads as fast).
  */
 export function sparseLinear(ctx: LowerContext, s: Sparsified, prefix: string, opts: { gemv?: boolean } = {}): string {
   const { g } = ctx;

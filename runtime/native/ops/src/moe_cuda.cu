@@ -5,7 +5,8 @@
 //  2. the experts, by one of two paths (cuda_ops.h): `skinny` (two launches over every used expert: fc1 with
 //     gather, bias, activation and GLU fused, then fc2; weights read once, as 16-byte vectors; no host sync) or
 //     `gemm` (rows gathered, then cuBLAS GEMMs per expert with fp32 accumulation, an activation kernel between);
-//  3. a combine kernel: y[t] = Σ_j w[t,j]·(fc2 output of entry (t,j) + fc2_bias[e_j]), in slot order.
+//  3. a combine kernel: y[t] = Σ_j w[t,j]·(fc2 output of entry (t,j) + fc2_bias[e_j]), in slot order. At one token
+//     with k ≤ 2 (decode), output-major, the skinny path computes fc2 and this sum in one launch instead.
 // Intermediates: the expert hidden activation h is stored in T (it is the fc2 GEMM's input); fc2 outputs are fp32.
 // SCAP masks (optional fc1_scap / fc2_scap, per expert (mode, threshold)): fc1's input is masked while the routed
 // rows are gathered into expert-grouped order (both paths then read the gathered rows); fc2's input is masked where
@@ -278,7 +279,9 @@ __device__ __forceinline__ void skinny_tile(const SkinnyParams& p, int e, int of
   for (int m = 0; m < MT; ++m)
 #pragma unroll
     for (int q = 0; q < NR; ++q) acc[m][q] = 0.f;
-#pragma unroll 2
+  // Weight bytes in flight per lane: NR rows × 16 B × the unroll. With one or two tokens the loop is latency-bound,
+  // so the fewer rows a warp holds (fc2 and Linear: 2; fc1 with GLU: 4) the deeper it is unrolled.
+#pragma unroll(MT <= 2 && NR <= 2 ? 4 : 2)
   for (int kk = lane * V; kk < K; kk += 32 * V) {
     float wf[NR][V];
 #pragma unroll
@@ -362,6 +365,69 @@ __global__ void __launch_bounds__(32 * kWarps, 2) skinny_kernel(SkinnyParams p) 
       skinny_tile<T, 1, MODE, VEC>(p, e, off, cnt, m0, r0, wrow);
       m0 += 1;
     }
+  }
+}
+
+// One token (S = 1) with KS = k ≤ 2 chosen experts, output-major: fc2 of both experts and the combine in one launch.
+// Each warp computes kSkinnyRows output rows: per slot j, those rows of expert idx[j]'s fc2 against h row row_of[j]
+// (the slots' weights loaded together, so as many bytes are in flight as with one warp per slot), then
+// y[r] = Σ_j w_j·(fc2_j[r] + fc2_bias[idx[j], r]) in slot order, the combine kernel's arithmetic, written in T.
+template <typename T, int KS, bool VEC>
+__global__ void __launch_bounds__(32 * kWarps, 2) fc2_combine_kernel(SkinnyParams p, const int* idx, const float* w,
+                                                                   const int* row_of, const T* b2, T* y) {
+  constexpr int P = kSkinnyRows;
+  constexpr int V = VecLoad<T, VEC>::V;
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int r0 = (blockIdx.x * kWarps + warp) * P;
+  if (r0 >= p.R) return;
+  const int K = p.K;
+  const T* wrow[KS][P];
+  const T* arow[KS];
+#pragma unroll
+  for (int j = 0; j < KS; ++j) {
+    const T* W = static_cast<const T*>(p.W) + static_cast<size_t>(idx[j]) * p.wrows * K;
+#pragma unroll
+    for (int q = 0; q < P; ++q) wrow[j][q] = W + static_cast<size_t>(min(r0 + q, p.R - 1)) * K;
+    arow[j] = static_cast<const T*>(p.A) + static_cast<size_t>(row_of[j]) * K;
+  }
+  float acc[KS][P];
+#pragma unroll
+  for (int j = 0; j < KS; ++j)
+#pragma unroll
+    for (int q = 0; q < P; ++q) acc[j][q] = 0.f;
+#pragma unroll 2
+  for (int kk = lane * V; kk < K; kk += 32 * V) {
+    float wf[KS][P][V], af[KS][V];
+#pragma unroll
+    for (int j = 0; j < KS; ++j) {
+#pragma unroll
+      for (int q = 0; q < P; ++q) load_vec<T, VEC>(wrow[j][q] + kk, wf[j][q]);
+      load_vec<T, VEC>(arow[j] + kk, af[j]);
+    }
+#pragma unroll
+    for (int j = 0; j < KS; ++j)
+#pragma unroll
+      for (int q = 0; q < P; ++q)
+#pragma unroll
+        for (int v = 0; v < V; ++v) acc[j][q] = fmaf(af[j][v], wf[j][q][v], acc[j][q]);
+  }
+#pragma unroll
+  for (int j = 0; j < KS; ++j)
+#pragma unroll
+    for (int q = 0; q < P; ++q) acc[j][q] = warp_sum(acc[j][q]);
+  if (lane < P && r0 + lane < p.R) {
+    const int r = r0 + lane;
+    float out = 0.f;
+#pragma unroll
+    for (int j = 0; j < KS; ++j) {
+      float v = 0.f;
+#pragma unroll
+      for (int q = 0; q < P; ++q)
+        if (q == lane) v = acc[j][q];
+      if (b2) v += to_f(b2[static_cast<size_t>(idx[j]) * p.R + r]);
+      out = fmaf(w[j], v, out);
+    }
+    y[r] = from_f<T>(out);
   }
 }
 
@@ -766,6 +832,19 @@ void launch_skinny(bool vec, dim3 grid, const SkinnyParams& sp, cudaStream_t s) 
     skinny_kernel<T, MODE, false><<<grid, block, 0, s>>>(sp);
 }
 
+template <typename T>
+void launch_fc2_combine(int k, bool vec, dim3 grid, const SkinnyParams& sp, const RouteParams& rp, const T* b2, T* y,
+                        cudaStream_t s) {
+  const dim3 block(32 * kWarps);
+  if (k == 1) {
+    if (vec) fc2_combine_kernel<T, 1, true><<<grid, block, 0, s>>>(sp, rp.idx, rp.w, rp.row_of, b2, y);
+    else fc2_combine_kernel<T, 1, false><<<grid, block, 0, s>>>(sp, rp.idx, rp.w, rp.row_of, b2, y);
+  } else {
+    if (vec) fc2_combine_kernel<T, 2, true><<<grid, block, 0, s>>>(sp, rp.idx, rp.w, rp.row_of, b2, y);
+    else fc2_combine_kernel<T, 2, false><<<grid, block, 0, s>>>(sp, rp.idx, rp.w, rp.row_of, b2, y);
+  }
+}
+
 }  // namespace
 
 const char* moe_path_name(MoePath p) {
@@ -1017,6 +1096,17 @@ void MoeRunner::run(const MoeArgs& a, void* ws, size_t ws_bytes, void* stream_pt
     p2.R = H;
     p2.wrows = H;
     const bool vec2 = I % V == 0 && aligned16(a.fc2) && aligned16(h);
+    if (S == 1 && k <= 2) {
+      // One decode token: fc2 of its k experts and the combine in one launch, straight into y.
+      const dim3 g2((H + kWarps * kSkinnyRows - 1) / (kWarps * kSkinnyRows));
+      if (f16) {
+        launch_fc2_combine<__half>(k, vec2, g2, p2, rp, static_cast<const __half*>(a.fc2_bias), static_cast<__half*>(a.y), s);
+      } else {
+        launch_fc2_combine<float>(k, vec2, g2, p2, rp, static_cast<const float*>(a.fc2_bias), static_cast<float*>(a.y), s);
+      }
+      cuda_check(cudaGetLastError(), "kernel launch");
+      return;
+    }
     const dim3 g2((H + kWarps * kSkinnyRows - 1) / (kWarps * kSkinnyRows), max_active);
     if (f16)
       launch_skinny<__half, 2>(vec2, g2, p2, s);
@@ -1122,8 +1212,8 @@ __global__ void add_bias_kernel(T* y, const T* bias, size_t total, int N) {
     y[i] = from_f<T>(to_f(y[i]) + to_f(bias[i % N]));
 }
 
-// At the Jamba period's out_proj (K 8192 → 4096, fp16) on the H200 (test_cuda --dense): the GEMV 19.1 us against
-// cuBLAS's 21.9 us at one and two tokens, 21.1 against 21.8 at four.
+// At the Jamba period's out_proj (K 8192 → 4096, fp16) on the H200 (test_cuda --dense): the GEMV 17.6 us against
+// cuBLAS's 21.8 us at one token, 18.1 against 21.6 at two (before the deeper unroll: 21.1 against 21.8 at four).
 int64_t linear_gemv_max_tokens() {
   static const int64_t v = [] {
     const char* s = std::getenv("HUBMOE_LINEAR_GEMV_MAX_S");

@@ -261,6 +261,9 @@ void moe_correctness(Tally& t, double& worst32, double& worst16) {
       {8, 256, 16, 160, 1, "sigmoid", false, "gelu_erf", false, true}, {16, 64, 4, 64, 3, "softmax", true, "gelu_tanh", true, true},
       {40, 128, 16, 96, 2, "softmax", false, "silu", true, false},   {300, 64, 8, 32, 2, "sigmoid", true, "gelu_erf", true, true},
       {5, 50, 6, 30, 2, "softmax", false, "silu", true, true},       {17, 50, 6, 30, 1, "sigmoid", false, "gelu_tanh", false, false},
+      // one token: fc2 and the combine in one launch (k ≤ 2), odd sizes (scalar loads), and k = 3 (the two launches)
+      {1, 50, 6, 30, 1, "sigmoid", false, "gelu_erf", false, true},  {1, 256, 16, 160, 2, "softmax", true, "silu", true, true},
+      {1, 64, 4, 64, 3, "softmax", true, "gelu_tanh", true, true},   {1, 77, 8, 45, 2, "softmax", false, "relu", false, false},
   };
   uint64_t seed = 300;
   for (DType dt : {DType::f32, DType::f16})
