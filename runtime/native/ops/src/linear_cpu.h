@@ -43,7 +43,25 @@ inline void linear_output_major(const float* in, int64_t M, int64_t K, const T* 
           wr = row.data();
         }
         const float b = bias ? to_float(bias[r]) : 0.f;
-        for (int64_t m = m0; m < m1; ++m) out[m * R + static_cast<int64_t>(r)] = dot(in + m * K, wr, K) + b;
+        int64_t m = m0;
+        for (; m + 4 <= m1; m += 4) {  // four tokens per pass over the row: one weight load per four FMAs
+          const float *x0 = in + m * K, *x1 = x0 + K, *x2 = x1 + K, *x3 = x2 + K;
+          float s0 = 0.f, s1 = 0.f, s2 = 0.f, s3 = 0.f;
+#pragma omp simd reduction(+ : s0, s1, s2, s3)
+          for (int64_t k = 0; k < K; ++k) {
+            const float w = wr[k];
+            s0 += x0[k] * w;
+            s1 += x1[k] * w;
+            s2 += x2[k] * w;
+            s3 += x3[k] * w;
+          }
+          float* o = out + m * R + static_cast<int64_t>(r);
+          o[0] = s0 + b;
+          o[R] = s1 + b;
+          o[2 * R] = s2 + b;
+          o[3 * R] = s3 + b;
+        }
+        for (; m < m1; ++m) out[m * R + static_cast<int64_t>(r)] = dot(in + m * K, wr, K) + b;
       }
     }
   });
