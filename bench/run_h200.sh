@@ -19,6 +19,9 @@
 #                                               # the greedy steps in the addon) and each kernel's GPU time at the GPU's own
 #                                               # clocks (ncu --clock-control none --cache-control none; at batch
 #                                               # $HUBMOE_PROFILE_BATCH, default 1)
+#   bash bench/run_h200.sh profile-period OUT   # each kernel's GPU time (ncu, as above) in one decode step of the full period's
+#                                               # fused conversion (the fused step first), at batch $HUBMOE_PROFILE_BATCH, default 16
+#                                               # (the 2-expert copy touches only 2 experts per MoE layer at batch 16)
 #   bash bench/run_h200.sh scap-period OUT      # a 2-expert copy of the period (same weights read per token at batch 1) and SCAP thresholds for 40 / 50 %
 #   bash bench/run_h200.sh scap-speed OUT S…    # fused fp16, dense (S = dense) or pruned at S (0.4, 0.5): batch-1 decode and prefill
 #   bash bench/run_h200.sh scap-ab OUT S…       # dense and pruned at each S, loaded together, batch-1 decode interleaved over 5 rounds
@@ -111,6 +114,13 @@ case "$step" in
     /usr/local/cuda/bin/ncu --clock-control none --cache-control none --metrics gpu__time_duration.sum --csv --print-units base \
       node bench/kernel-profile.mjs run --model "$work/scap-dense" --batch "${HUBMOE_PROFILE_BATCH:-1}" > "$out/kernels.csv" 2> "$out/ncu.log" || { tail -20 "$out/ncu.log"; exit 1; }
     node bench/kernel-profile.mjs summary "$out/kernels.csv" --json "$out/kernels.json" | tee "$out/kernels.md"
+    ;;
+  profile-period)
+    setup
+    [ -f "$work/fused/hubmoe.json" ] || { echo "run_h200.sh profile-period: run the fused step first (no $work/fused)" >&2; exit 1; }
+    /usr/local/cuda/bin/ncu --clock-control none --cache-control none --metrics gpu__time_duration.sum --csv --print-units base \
+      node bench/kernel-profile.mjs run --model "$work/fused" --batch "${HUBMOE_PROFILE_BATCH:-16}" > "$out/kernels-period.csv" 2> "$out/ncu-period.log" || { tail -20 "$out/ncu-period.log"; exit 1; }
+    node bench/kernel-profile.mjs summary "$out/kernels-period.csv" --json "$out/kernels-period.json" | tee "$out/kernels-period.md"
     ;;
   scap-period)
     [ -f "$work/period-x2/config.json" ] || { need_gb 12; python3 bench/jamba_period.py --out "$work/period-x2" --json "$out/period-x2.json" --experts 2 --skip-bench; }

@@ -128,13 +128,21 @@ export function renderScapSection(scap: ScapSpec): string {
   return lines.join('\n');
 }
 
-/** The ai.hubmoe operators a fused model's graph uses besides the small fused ones (norms, masks, next token). */
+/**
+ * The ai.hubmoe operators a fused model's graph uses besides the small fused ones (norms, masks, next token): as
+ * src/onnx/lower writes them, where SCAP-pruned layers take SparseLinear instead of MoE (dense MLPs) or Linear.
+ */
 function fusedOps(spec: ModelSpec): string[] {
-  const kinds = new Set(spec.blocks.map((b) => b.op.kind));
+  const sites = Object.keys(spec.scap?.sites ?? {});
+  const pruned = (prefix: string): boolean => sites.some((s) => s.startsWith(prefix));
+  const any = (kind: string, unpruned: (j: number) => boolean = () => true): boolean =>
+    spec.blocks.some((b, j) => b.op.kind === kind && unpruned(j));
   const ops: string[] = [];
-  if (kinds.has('mamba')) ops.push('MambaMixer');
-  if (kinds.has('moe')) ops.push('MoE');
-  if (spec.scap) ops.push('SparseLinear');
+  if (any('mamba')) ops.push('MambaMixer');
+  if (any('moe') || any('mlp', (j) => !pruned(`blocks.${j}.mlp.`))) ops.push('MoE');
+  if (any('mamba', (j) => !pruned(`blocks.${j}.mamba.out_proj`)) || any('attention', (j) => !pruned(`blocks.${j}.attn.qkv`) || !pruned(`blocks.${j}.attn.o`)))
+    ops.push('Linear');
+  if (sites.length) ops.push('SparseLinear');
   return ops;
 }
 
