@@ -1,10 +1,53 @@
 // Device helpers shared by the CUDA kernels of the ai.hubmoe ops: T ↔ fp32 conversion, 16-byte vector loads
-// of T converted to fp32, and an alignment test. Included by the .cu files only (all inline).
+// of T converted to fp32, an alignment test, and programmatic dependent launches. Included by the .cu files only (all inline).
 #pragma once
 
 #include <cuda_fp16.h>
+#include <cuda_runtime.h>
 
 #include <cstdint>
+#include <cstdlib>
+
+// Programmatic dependent launch (sm_90): a kernel launched with launch_pdl may start while the kernel before it in
+// the stream finishes (once every block of that one has called pdl_trigger or exited), which hides the launch and
+// the previous kernel's drain. Such a kernel calls pdl_wait before it touches any global memory (it returns when the
+// previous kernel has completed and its writes are visible), and calls pdl_trigger only after its own pdl_wait, so
+// that what runs early never overlaps anything but index arithmetic. Without the launch attribute both are no-ops.
+// HUBMOE_PDL=0 launches these kernels plainly (for comparison). Streams captured into CUDA graphs keep the edges.
+__device__ __forceinline__ void pdl_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void pdl_trigger() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
+
+inline bool pdl_enabled() {
+  static const bool on = [] {
+    const char* s = std::getenv("HUBMOE_PDL");
+    return !(s && s[0] == '0');
+  }();
+  return on;
+}
+
+template <typename... KArgs, typename... Args>
+inline cudaError_t launch_pdl(void (*kernel)(KArgs...), dim3 grid, dim3 block, size_t smem, cudaStream_t stream,
+                              Args... args) {
+  cudaLaunchConfig_t cfg = {};
+  cfg.gridDim = grid;
+  cfg.blockDim = block;
+  cfg.dynamicSmemBytes = smem;
+  cfg.stream = stream;
+  cudaLaunchAttribute attr[1];
+  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attr[0].val.programmaticStreamSerializationAllowed = pdl_enabled() ? 1 : 0;
+  cfg.attrs = attr;
+  cfg.numAttrs = 1;
+  return cudaLaunchKernelEx(&cfg, kernel, static_cast<KArgs>(args)...);
+}
 
 __device__ __forceinline__ float to_f(float v) { return v; }
 __device__ __forceinline__ float to_f(__half v) { return __half2float(v); }

@@ -6,6 +6,8 @@
 //      2. reduce_kernel: adds the chunks in a fixed order (deterministic) and rounds xdbl to T.
 //      3. step_kernel: 32 channels of one row per block; it loads the row's xdbl, applies the dt/B/C norms (every
 //         block recomputes them: J values), then runs dt_proj's columns, softplus, the scan step, D·u and the gate.
+//    The three are launched as programmatic dependent launches (cuda_common.cuh): step_kernel loads its dt_proj
+//    columns, states, u and z while the reduce kernel still runs, and waits only for xdbl.
 //    The chain below takes six launches at one decode token (MambaConv, cuBLAS's split-K GEMV and its reduction,
 //    SplitRMSNorm, a GEMV, SelectiveScan); in a replayed CUDA graph on an H200 the decode path took 12.5 µs against
 //    18.5 at Jamba-v0.1's size and 7.9 against 15.2 at BlackMamba-2.8B's (test_cuda --mixer).
@@ -65,6 +67,8 @@ struct DecodeParams {
 template <typename T, int MAXB>
 __global__ void __launch_bounds__(kConvThreads) conv_xproj_kernel(DecodeParams p) {
   extern __shared__ float u_s[];  // [B][chunk]
+  pdl_wait();
+  pdl_trigger();  // one wave: the reduce kernel's blocks may wait alongside
   const int e0 = blockIdx.x * p.chunk;
   const int ne = min(p.chunk, p.E - e0);
   const int E = p.E, K = p.K, K1 = p.K - 1;
@@ -108,6 +112,8 @@ __global__ void __launch_bounds__(kConvThreads) conv_xproj_kernel(DecodeParams p
 template <typename T>
 __global__ void __launch_bounds__(kReduceCols* kReduceGroups) reduce_kernel(DecodeParams p) {
   __shared__ float s[kReduceGroups][kReduceCols + 1];
+  pdl_wait();
+  pdl_trigger();
   const int lane = threadIdx.x % kReduceCols, g = threadIdx.x / kReduceCols;
   const int col = blockIdx.x * kReduceCols + lane, b = blockIdx.y;
   float acc = 0.f;
@@ -163,6 +169,10 @@ __global__ void __launch_bounds__(32 * kStepWarps) step_kernel(DecodeParams p) {
   const int i0 = threadIdx.x;
   const int g0 = i0 < R ? 0 : i0 < R + N ? 1 : 2;
   const float nw0 = norms && i0 < J ? to_f(static_cast<const T*>(p.norm[g0])[i0 - (g0 == 0 ? 0 : g0 == 1 ? R : R + N)]) : 1.f;
+  // Launched early (programmatic dependent launch): everything above reads what was complete before the reduce kernel
+  // started (weights, the states, u, z); xdbl is the reduce kernel's output, and every write comes after this wait.
+  pdl_wait();
+  pdl_trigger();
   const T* xd = static_cast<const T*>(p.xdbl) + static_cast<size_t>(b) * J;
   float sq[3] = {0.f, 0.f, 0.f};
   for (int i = threadIdx.x; i < J; i += blockDim.x) {
@@ -247,7 +257,8 @@ __global__ void split_bc_kernel(const T* xdbl, T* Bm, T* Cm, int64_t rows, int R
 
 template <typename T, int MAXB>
 void launch_conv(const DecodeParams& p, cudaStream_t s) {
-  conv_xproj_kernel<T, MAXB><<<p.chunks, kConvThreads, sizeof(float) * p.B * p.chunk, s>>>(p);
+  check_cuda(launch_pdl(conv_xproj_kernel<T, MAXB>, dim3(p.chunks), dim3(kConvThreads), sizeof(float) * p.B * p.chunk, s, p),
+             "conv_xproj kernel launch");
 }
 
 template <typename T>
@@ -270,11 +281,11 @@ void run_decode(const MambaMixerArgs& a, void* ws, cudaStream_t s) {
   p.xdbl = w;
   if (p.B <= 1) launch_conv<T, 1>(p, s);
   else launch_conv<T, kMaxRows>(p, s);
-  check_cuda(cudaGetLastError(), "conv_xproj kernel launch");
-  reduce_kernel<T><<<dim3((p.J + kReduceCols - 1) / kReduceCols, p.B), kReduceCols * kReduceGroups, 0, s>>>(p);
-  check_cuda(cudaGetLastError(), "reduce kernel launch");
-  step_kernel<T><<<dim3((p.E + 31) / 32, p.B), 32 * kStepWarps, sizeof(float) * p.J, s>>>(p);
-  check_cuda(cudaGetLastError(), "step kernel launch");
+  check_cuda(launch_pdl(reduce_kernel<T>, dim3((p.J + kReduceCols - 1) / kReduceCols, p.B), dim3(kReduceCols * kReduceGroups), 0,
+                        s, p),
+             "reduce kernel launch");
+  check_cuda(launch_pdl(step_kernel<T>, dim3((p.E + 31) / 32, p.B), dim3(32 * kStepWarps), sizeof(float) * p.J, s, p),
+             "step kernel launch");
 }
 
 }  // namespace

@@ -197,6 +197,8 @@ __device__ void route_finalize(const RouteParams& p, int* s_count, int* s_cursor
 // Small S: the whole routing in one block (no memset, one launch).
 __global__ void route_fused_kernel(RouteParams p) {
   __shared__ int s_count[kMaxExperts], s_cursor[kMaxExperts];
+  pdl_wait();
+  pdl_trigger();
   for (int e = threadIdx.x; e < p.X; e += blockDim.x) s_count[e] = 0;
   __syncthreads();
   const int warp = threadIdx.x >> 5, nwarps = blockDim.x >> 5;
@@ -227,6 +229,8 @@ __global__ void route_finalize_kernel(RouteParams p) {
 
 // Routing none (X = k = 1): every token to expert 0 with weight 1, grouped rows in token order.
 __global__ void route_dense_kernel(RouteParams p) {
+  pdl_wait();
+  pdl_trigger();
   for (int t = blockIdx.x * blockDim.x + threadIdx.x; t < p.S; t += gridDim.x * blockDim.x) {
     p.idx[t] = 0;
     p.w[t] = 1.f;
@@ -296,6 +300,7 @@ __device__ __forceinline__ void skinny_tile(const SkinnyParams& p, int e, int of
         for (int v = 0; v < V; ++v) acc[m][q] = fmaf(af[v], wf[q][v], acc[m][q]);
     }
   }
+  pdl_trigger();  // this block's weight reads are issued: the next kernel may start launching
 #pragma unroll
   for (int m = 0; m < MT; ++m)
 #pragma unroll
@@ -336,6 +341,7 @@ template <typename T, int MODE, bool VEC>
 __global__ void __launch_bounds__(32 * kWarps, 2) skinny_kernel(SkinnyParams p) {
   constexpr int P = kSkinnyRows;
   constexpr int NR = MODE == 0 ? 2 * P : P;
+  pdl_wait();
   const int a = blockIdx.y;
   if (!p.dense && a >= *p.num_active) return;
   const int e = p.dense ? 0 : p.active[a];
@@ -379,6 +385,7 @@ __global__ void __launch_bounds__(32 * kWarps, 2) fc2_combine_kernel(SkinnyParam
   constexpr int V = VecLoad<T, VEC>::V;
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int r0 = (blockIdx.x * kWarps + warp) * P;
+  pdl_wait();
   if (r0 >= p.R) return;
   const int K = p.K;
   const T* wrow[KS][P];
@@ -411,6 +418,7 @@ __global__ void __launch_bounds__(32 * kWarps, 2) fc2_combine_kernel(SkinnyParam
 #pragma unroll
         for (int v = 0; v < V; ++v) acc[j][q] = fmaf(af[j][v], wf[j][q][v], acc[j][q]);
   }
+  pdl_trigger();
 #pragma unroll
   for (int j = 0; j < KS; ++j)
 #pragma unroll
@@ -665,6 +673,8 @@ constexpr int kCombineThreads = 128;
 template <typename T>
 __global__ void combine_kernel(const float* o, const int* idx, const float* w, const int* row_of, const T* b2, T* y,
                                int S, int k, int H) {
+  pdl_wait();
+  pdl_trigger();
   const int c = blockIdx.x * kCombineThreads + threadIdx.x;
   if (c >= H) return;
   for (int t = blockIdx.y; t < S; t += gridDim.y) {
@@ -826,23 +836,26 @@ int grid_for(size_t n) { return static_cast<int>(std::max<size_t>(1, std::min<si
 template <typename T, int MODE>
 void launch_skinny(bool vec, dim3 grid, const SkinnyParams& sp, cudaStream_t s) {
   const dim3 block(32 * kWarps);
-  if (vec)
-    skinny_kernel<T, MODE, true><<<grid, block, 0, s>>>(sp);
-  else
-    skinny_kernel<T, MODE, false><<<grid, block, 0, s>>>(sp);
+  cuda_check(vec ? launch_pdl(skinny_kernel<T, MODE, true>, grid, block, 0, s, sp)
+                 : launch_pdl(skinny_kernel<T, MODE, false>, grid, block, 0, s, sp),
+             "skinny kernel launch");
 }
 
 template <typename T>
 void launch_fc2_combine(int k, bool vec, dim3 grid, const SkinnyParams& sp, const RouteParams& rp, const T* b2, T* y,
                         cudaStream_t s) {
   const dim3 block(32 * kWarps);
-  if (k == 1) {
-    if (vec) fc2_combine_kernel<T, 1, true><<<grid, block, 0, s>>>(sp, rp.idx, rp.w, rp.row_of, b2, y);
-    else fc2_combine_kernel<T, 1, false><<<grid, block, 0, s>>>(sp, rp.idx, rp.w, rp.row_of, b2, y);
-  } else {
-    if (vec) fc2_combine_kernel<T, 2, true><<<grid, block, 0, s>>>(sp, rp.idx, rp.w, rp.row_of, b2, y);
-    else fc2_combine_kernel<T, 2, false><<<grid, block, 0, s>>>(sp, rp.idx, rp.w, rp.row_of, b2, y);
-  }
+  const int* idx = rp.idx;
+  const float* w = rp.w;
+  const int* row_of = rp.row_of;
+  cudaError_t e;
+  if (k == 1)
+    e = vec ? launch_pdl(fc2_combine_kernel<T, 1, true>, grid, block, 0, s, sp, idx, w, row_of, b2, y)
+            : launch_pdl(fc2_combine_kernel<T, 1, false>, grid, block, 0, s, sp, idx, w, row_of, b2, y);
+  else
+    e = vec ? launch_pdl(fc2_combine_kernel<T, 2, true>, grid, block, 0, s, sp, idx, w, row_of, b2, y)
+            : launch_pdl(fc2_combine_kernel<T, 2, false>, grid, block, 0, s, sp, idx, w, row_of, b2, y);
+  cuda_check(e, "fc2/combine kernel launch");
 }
 
 }  // namespace
@@ -967,10 +980,10 @@ void MoeRunner::run(const MoeArgs& a, void* ws, size_t ws_bytes, void* stream_pt
     return;
   }
   if (dense) {
-    route_dense_kernel<<<grid_for(static_cast<size_t>(S)), 256, 0, s>>>(rp);
+    cuda_check(launch_pdl(route_dense_kernel, dim3(grid_for(static_cast<size_t>(S))), dim3(256), 0, s, rp), "routing kernel launch");
   } else if (S <= 256) {
     const int threads = std::min(1024, std::max(64, S * 32));
-    route_fused_kernel<<<1, threads, 0, s>>>(rp);
+    cuda_check(launch_pdl(route_fused_kernel, dim3(1), dim3(threads), 0, s, rp), "routing kernel launch");
   } else {
     cuda_check(cudaMemsetAsync(rp.counts, 0, static_cast<size_t>(X) * 4, s), "memset");
     route_topk_kernel<<<(S + 7) / 8, 256, 0, s>>>(rp);
@@ -1193,11 +1206,15 @@ void MoeRunner::run(const MoeArgs& a, void* ws, size_t ws_bytes, void* stream_pt
   }
   const dim3 cgrid((H + kCombineThreads - 1) / kCombineThreads, static_cast<unsigned>(std::min(S, 65535)));
   if (f16)
-    combine_kernel<__half><<<cgrid, kCombineThreads, 0, s>>>(o, rp.idx, rp.w, rp.row_of, static_cast<const __half*>(a.fc2_bias),
-                                                            static_cast<__half*>(a.y), S, k, H);
+    cuda_check(launch_pdl(combine_kernel<__half>, cgrid, dim3(kCombineThreads), 0, s, static_cast<const float*>(o),
+                          static_cast<const int*>(rp.idx), static_cast<const float*>(rp.w), static_cast<const int*>(rp.row_of),
+                          static_cast<const __half*>(a.fc2_bias), static_cast<__half*>(a.y), S, k, H),
+               "combine kernel launch");
   else
-    combine_kernel<float><<<cgrid, kCombineThreads, 0, s>>>(o, rp.idx, rp.w, rp.row_of, static_cast<const float*>(a.fc2_bias),
-                                                           static_cast<float*>(a.y), S, k, H);
+    cuda_check(launch_pdl(combine_kernel<float>, cgrid, dim3(kCombineThreads), 0, s, static_cast<const float*>(o),
+                          static_cast<const int*>(rp.idx), static_cast<const float*>(rp.w), static_cast<const int*>(rp.row_of),
+                          static_cast<const float*>(a.fc2_bias), static_cast<float*>(a.y), S, k, H),
+               "combine kernel launch");
   cuda_check(cudaGetLastError(), "kernel launch");
 }
 
