@@ -428,6 +428,8 @@ struct MoeOp : Ort::CustomOpBase<MoeOp, MoeKernel, true> {
 // ─── SparseLinear ─────────────────────────────────────────────────────────────────────────────────────────────
 
 struct SparseKernel {
+  static constexpr const char* kName = "SparseLinear";
+  static constexpr int kNDim = 1;  // W is [K, N]
   Ep ep;
   float mode, threshold;
 #ifdef HUBMOE_WITH_CUDA
@@ -486,25 +488,29 @@ struct SparseKernel {
   }
 };
 
-OrtStatusPtr infer_sparse(const OrtCustomOp*, OrtShapeInferContext* ctx) noexcept {
+// Shape inference and registration shared by the fully-connected ops (SparseLinear, Linear): inputs x [..., K], W
+// and an optional bias, all T; output y [..., N] of T, N being W's dim Kernel::kNDim.
+template <int NDIM>
+OrtStatusPtr infer_fc(const OrtCustomOp*, OrtShapeInferContext* ctx) noexcept {
   TypeShape x, w;
   if (OrtStatus* st = get_type_shape(ctx, 0, x)) return st;
   if (OrtStatus* st = get_type_shape(ctx, 1, w)) return st;
   if (!x.dims.empty() && w.dims.size() == 2) {
-    x.dims.back() = w.dims[1];
-    x.syms.back() = w.syms[1];
+    x.dims.back() = w.dims[NDIM];
+    x.syms.back() = w.syms[NDIM];
   }
   return set_type_shape(ctx, 0, x);
 }
 
-struct SparseOp : Ort::CustomOpBase<SparseOp, SparseKernel, true> {
+template <typename Kernel>
+struct FcOp : Ort::CustomOpBase<FcOp<Kernel>, Kernel, true> {
   Ep ep_;
   ONNXTensorElementDataType t_;
-  SparseOp(Ep ep, ONNXTensorElementDataType t) : ep_(ep), t_(t) { OrtCustomOp::InferOutputShapeFn = infer_sparse; }
+  FcOp(Ep ep, ONNXTensorElementDataType t) : ep_(ep), t_(t) { this->InferOutputShapeFn = infer_fc<Kernel::kNDim>; }
   OrtStatusPtr CreateKernelV2(const OrtApi&, const OrtKernelInfo* info, void** kernel) const {
-    return guarded("SparseLinear", [&] { *kernel = new SparseKernel(info, ep_); });
+    return guarded(Kernel::kName, [&] { *kernel = new Kernel(info, ep_); });
   }
-  const char* GetName() const { return "SparseLinear"; }
+  const char* GetName() const { return Kernel::kName; }
   const char* GetExecutionProviderType() const { return ep_name(ep_); }
   size_t GetInputTypeCount() const { return 3; }
   ONNXTensorElementDataType GetInputType(size_t) const { return t_; }
@@ -518,6 +524,8 @@ struct SparseOp : Ort::CustomOpBase<SparseOp, SparseKernel, true> {
 // ─── Linear ───────────────────────────────────────────────────────────────────────────────────────────────────
 
 struct LinearKernel {
+  static constexpr const char* kName = "Linear";
+  static constexpr int kNDim = 0;  // W is [N, K]
   Ep ep;
 #ifdef HUBMOE_WITH_CUDA
   std::unique_ptr<cuda::LinearRunner> runner;
@@ -563,35 +571,6 @@ struct LinearKernel {
       }
     });
   }
-};
-
-OrtStatusPtr infer_linear(const OrtCustomOp*, OrtShapeInferContext* ctx) noexcept {
-  TypeShape x, w;
-  if (OrtStatus* st = get_type_shape(ctx, 0, x)) return st;
-  if (OrtStatus* st = get_type_shape(ctx, 1, w)) return st;
-  if (!x.dims.empty() && w.dims.size() == 2) {
-    x.dims.back() = w.dims[0];
-    x.syms.back() = w.syms[0];
-  }
-  return set_type_shape(ctx, 0, x);
-}
-
-struct LinearOp : Ort::CustomOpBase<LinearOp, LinearKernel, true> {
-  Ep ep_;
-  ONNXTensorElementDataType t_;
-  LinearOp(Ep ep, ONNXTensorElementDataType t) : ep_(ep), t_(t) { OrtCustomOp::InferOutputShapeFn = infer_linear; }
-  OrtStatusPtr CreateKernelV2(const OrtApi&, const OrtKernelInfo* info, void** kernel) const {
-    return guarded("Linear", [&] { *kernel = new LinearKernel(info, ep_); });
-  }
-  const char* GetName() const { return "Linear"; }
-  const char* GetExecutionProviderType() const { return ep_name(ep_); }
-  size_t GetInputTypeCount() const { return 3; }
-  ONNXTensorElementDataType GetInputType(size_t) const { return t_; }
-  OrtCustomOpInputOutputCharacteristic GetInputCharacteristic(size_t i) const {
-    return i == 2 ? INPUT_OUTPUT_OPTIONAL : INPUT_OUTPUT_REQUIRED;
-  }
-  size_t GetOutputTypeCount() const { return 1; }
-  ONNXTensorElementDataType GetOutputType(size_t) const { return t_; }
 };
 
 // ─── NextToken ────────────────────────────────────────────────────────────────────────────────────────────────
@@ -973,8 +952,8 @@ struct OpSet {
       for (ONNXTensorElementDataType t : {kF32, kF16}) {
         ops.emplace_back(new ScanOp(ep, t));
         ops.emplace_back(new MoeOp(ep, t));
-        ops.emplace_back(new SparseOp(ep, t));
-        ops.emplace_back(new LinearOp(ep, t));
+        ops.emplace_back(new FcOp<SparseKernel>(ep, t));
+        ops.emplace_back(new FcOp<LinearKernel>(ep, t));
         ops.emplace_back(new NextTokenOp(ep, t));
         ops.emplace_back(new SplitRmsNormOp(ep, t));
         ops.emplace_back(new MambaConvOp(ep, t));
