@@ -841,6 +841,28 @@ void launch_skinny(bool vec, dim3 grid, const SkinnyParams& sp, cudaStream_t s) 
              "skinny kernel launch");
 }
 
+// y[S, N] = x[S, K]·W[N, K]ᵀ + bias, in T, in one skinny launch without routing arrays (MODE 3): the fc2 of routing
+// none's fast path and Linear's GEMV.
+void launch_dense_gemv(bool f16, const void* W, const void* bias, const void* x, void* y, int S, int K, int N,
+                       cudaStream_t s) {
+  SkinnyParams p{};
+  p.W = W;
+  p.bias = bias;
+  p.A = x;
+  p.out = y;
+  p.K = K;
+  p.R = N;
+  p.wrows = N;
+  p.I = N;
+  p.dense = S;
+  const bool vec = K % (f16 ? 8 : 4) == 0 && aligned16(W) && aligned16(x);
+  const dim3 grid((N + kWarps * kSkinnyRows - 1) / (kWarps * kSkinnyRows), 1);
+  if (f16)
+    launch_skinny<__half, 3>(vec, grid, p, s);
+  else
+    launch_skinny<float, 3>(vec, grid, p, s);
+}
+
 template <typename T>
 void launch_fc2_combine(int k, bool vec, dim3 grid, const SkinnyParams& sp, const RouteParams& rp, const T* b2, T* y,
                         cudaStream_t s) {
@@ -964,19 +986,7 @@ void MoeRunner::run(const MoeArgs& a, void* ws, size_t ws_bytes, void* stream_pt
       if (f16) launch_skinny<__half, 1>(vec1, g1, p1, s);
       else launch_skinny<float, 1>(vec1, g1, p1, s);
     }
-    SkinnyParams p2 = p1;
-    p2.W = a.fc2;
-    p2.bias = a.fc2_bias;
-    p2.A = at(l.h);
-    p2.out = a.y;
-    p2.K = I;
-    p2.R = H;
-    p2.wrows = H;
-    const bool vec2 = I % V == 0 && aligned16(a.fc2) && aligned16(p2.A);
-    const dim3 g2((H + kWarps * kSkinnyRows - 1) / (kWarps * kSkinnyRows), 1);
-    if (f16) launch_skinny<__half, 3>(vec2, g2, p2, s);
-    else launch_skinny<float, 3>(vec2, g2, p2, s);
-    cuda_check(cudaGetLastError(), "kernel launch");
+    launch_dense_gemv(f16, a.fc2, a.fc2_bias, at(l.h), a.y, S, I, H, s);
     return;
   }
   if (dense) {
@@ -1269,25 +1279,7 @@ void LinearRunner::run(const LinearArgs& a, void* stream_ptr, LinearPath path) {
   const int S = static_cast<int>(a.S), K = static_cast<int>(a.K), N = static_cast<int>(a.N);
   path = resolve(a, path);
   if (path == LinearPath::gemv) {
-    SkinnyParams p{};
-    p.W = a.W;
-    p.bias = a.bias;
-    p.A = a.x;
-    p.out = a.y;
-    p.K = K;
-    p.R = N;
-    p.wrows = N;
-    p.I = N;
-    p.dense = S;
-    const int V = f16 ? 8 : 4;
-    const bool vec = K % V == 0 && aligned16(a.W) && aligned16(a.x);
-    const dim3 grid((N + kWarps * kSkinnyRows - 1) / (kWarps * kSkinnyRows), 1);
-    if (f16)
-      launch_skinny<__half, 3>(vec, grid, p, s);
-    else
-      launch_skinny<float, 3>(vec, grid, p, s);
-    if (cudaError_t e = cudaGetLastError(); e != cudaSuccess)
-      throw OpError(std::string("Linear (CUDA): kernel launch: ") + cudaGetErrorString(e));
+    launch_dense_gemv(f16, a.W, a.bias, a.x, a.y, S, K, N, s);
     return;
   }
   std::string why;
