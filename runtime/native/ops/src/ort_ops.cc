@@ -427,6 +427,25 @@ struct MoeOp : Ort::CustomOpBase<MoeOp, MoeKernel, true> {
 
 // ─── SparseLinear ─────────────────────────────────────────────────────────────────────────────────────────────
 
+// A fully-connected op's inputs x, W, bias (T) and its output y [..., N] into args: `check` validates the shapes
+// and fills S, K, N. Returns x (its memory names the device for scratch).
+template <typename Args>
+TensorIn bind_fc(OrtKernelContext* ctx, const char* op, Args& a,
+                 void (*check)(const int64_t*, int, const int64_t*, int, const int64_t*, int, Args&)) {
+  TensorIn x = input(ctx, 0), w = input(ctx, 1), b = input(ctx, 2);
+  check(x.dims.data(), x.rank(), w.dims.data(), w.rank(), b.dims.data(), b.rank(), a);
+  a.dtype = dtype_of(x.type, op);
+  expect_type(w, op, "W", x.type);
+  expect_type(b, op, "bias", x.type);
+  a.x = x.data;
+  a.W = w.data;
+  a.bias = b.data;
+  std::vector<int64_t> ydims = x.dims;
+  ydims.back() = a.N;
+  a.y = output(ctx, 0, ydims);
+  return x;
+}
+
 struct SparseKernel {
   static constexpr const char* kName = "SparseLinear";
   static constexpr int kNDim = 1;  // W is [K, N]
@@ -456,21 +475,10 @@ struct SparseKernel {
 
   OrtStatusPtr ComputeV2(OrtKernelContext* ctx) noexcept {
     return guarded("SparseLinear", [&] {
-      const char* op = "SparseLinear";
-      TensorIn x = input(ctx, 0), w = input(ctx, 1), b = input(ctx, 2);
       SparseLinearArgs a;
       a.mode = mode;
       a.threshold = threshold;
-      sparse_linear_check(x.dims.data(), x.rank(), w.dims.data(), w.rank(), b.dims.data(), b.rank(), a);
-      a.dtype = dtype_of(x.type, op);
-      expect_type(w, op, "W", x.type);
-      expect_type(b, op, "bias", x.type);
-      a.x = x.data;
-      a.W = w.data;
-      a.bias = b.data;
-      std::vector<int64_t> ydims = x.dims;
-      ydims.back() = a.N;
-      a.y = output(ctx, 0, ydims);
+      const TensorIn x = bind_fc(ctx, kName, a, sparse_linear_check);
       if (a.S == 0 || a.N == 0) return;
       if (ep == Ep::cpu) {
         sparse_linear_cpu(a, OrtParallel(ctx));
@@ -546,19 +554,8 @@ struct LinearKernel {
 
   OrtStatusPtr ComputeV2(OrtKernelContext* ctx) noexcept {
     return guarded("Linear", [&] {
-      const char* op = "Linear";
-      TensorIn x = input(ctx, 0), w = input(ctx, 1), b = input(ctx, 2);
       LinearArgs a;
-      linear_check(x.dims.data(), x.rank(), w.dims.data(), w.rank(), b.dims.data(), b.rank(), a);
-      a.dtype = dtype_of(x.type, op);
-      expect_type(w, op, "W", x.type);
-      expect_type(b, op, "bias", x.type);
-      a.x = x.data;
-      a.W = w.data;
-      a.bias = b.data;
-      std::vector<int64_t> ydims = x.dims;
-      ydims.back() = a.N;
-      a.y = output(ctx, 0, ydims);
+      bind_fc(ctx, kName, a, linear_check);
       if (a.S == 0 || a.N == 0) return;
       if (ep == Ep::cpu) {
         linear_cpu(a, OrtParallel(ctx));
