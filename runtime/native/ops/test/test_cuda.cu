@@ -395,6 +395,23 @@ void moe_dense_correctness(Tally& t, double& worst32, double& worst16) {
         }
 }
 
+// GPU time of one call, from a CUDA graph of 20 calls replayed (what the ORT CUDA graph replays), µs per call.
+template <typename F>
+double graph_time_us(F&& fn, cudaStream_t s) {
+  fn();
+  CK(cudaStreamSynchronize(s));
+  cudaGraph_t g;
+  cudaGraphExec_t ge;
+  CK(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal));
+  for (int i = 0; i < 20; ++i) fn();
+  CK(cudaStreamEndCapture(s, &g));
+  CK(cudaGraphInstantiate(&ge, g, 0));
+  const double us = time_us([&] { CK(cudaGraphLaunch(ge, s)); }, 3, 20, s) / 20.0;
+  CK(cudaGraphExecDestroy(ge));
+  CK(cudaGraphDestroy(g));
+  return us;
+}
+
 // Linear against the CPU kernel on the gemv and gemm paths and the automatic choice, fp32 and fp16, with and without
 // bias (linear_shapes: 1, 2, 3 and 40 tokens, odd K, N not a multiple of 16).
 void linear_correctness(Tally& t) {
@@ -439,19 +456,9 @@ void linear_timing() {
       hubmoe::LinearArgs a;
       a.S = S, a.K = K, a.N = N, a.dtype = DType::f16, a.x = x.p, a.W = w.p, a.y = y.p;
       for (hc::LinearPath path : {hc::LinearPath::gemv, hc::LinearPath::gemm}) {
-        runner.run(a, s, path);
-        CK(cudaStreamSynchronize(s));
-        cudaGraph_t g;
-        cudaGraphExec_t ge;
-        CK(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal));
-        for (int i = 0; i < 50; ++i) runner.run(a, s, path);
-        CK(cudaStreamEndCapture(s, &g));
-        CK(cudaGraphInstantiate(&ge, g, 0));
-        const double us = time_us([&] { CK(cudaGraphLaunch(ge, s)); }, 2, 10, s) / 50;
+        const double us = graph_time_us([&] { runner.run(a, s, path); }, s);
         std::printf("  Linear fp16 S=%lld K=%lld N=%lld path=%-4s %7.2f us  %7.1f GB/s of weights\n", (long long)S,
                     (long long)K, (long long)N, hc::linear_path_name(path), us, double(N * K * 2) / us / 1e3);
-        CK(cudaGraphExecDestroy(ge));
-        CK(cudaGraphDestroy(g));
       }
     }
   }
@@ -478,19 +485,10 @@ void moe_dense_timing() {
     a.routing = hubmoe::Routing::none, a.act = hubmoe::Activation::silu, a.glu = true, a.dtype = dt;
     a.x = x.p, a.fc1 = fc1.p, a.fc2 = fc2.p, a.y = y.p;
     for (hc::MoePath path : {hc::MoePath::skinny, hc::MoePath::gemm}) {
-      runner.run(a, path, s);  // sizes the workspace before capture
-      CK(cudaStreamSynchronize(s));
-      cudaGraph_t g;
-      cudaGraphExec_t ge;
-      CK(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal));
-      for (int i = 0; i < 20; ++i) runner.run(a, path, s);
-      CK(cudaStreamEndCapture(s, &g));
-      CK(cudaGraphInstantiate(&ge, g, 0));
-      const double us = time_us([&] { CK(cudaGraphLaunch(ge, s)); }, 2, 10, s) / 20;
+      // The first call (outside the capture) sizes the runner's workspace.
+      const double us = graph_time_us([&] { runner.run(a, path, s); }, s);
       std::printf("  dense MLP (MoE routing none) S=%-3lld path=%-6s %8.1f us per call  %7.1f GB/s of weights\n",
                   (long long)S, hc::moe_path_name(path), us, wbytes / us / 1e3);
-      CK(cudaGraphExecDestroy(ge));
-      CK(cudaGraphDestroy(g));
     }
   }
   CK(cudaStreamDestroy(s));
@@ -949,23 +947,6 @@ void mamba_mixer_correctness(Tally& t) {
         }
       }
     }
-}
-
-// GPU time of one call, from a CUDA graph of 20 calls replayed (what the ORT CUDA graph replays), µs per call.
-template <typename F>
-double graph_time_us(F&& fn, cudaStream_t s) {
-  fn();
-  CK(cudaStreamSynchronize(s));
-  cudaGraph_t g;
-  cudaGraphExec_t ge;
-  CK(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal));
-  for (int i = 0; i < 20; ++i) fn();
-  CK(cudaStreamEndCapture(s, &g));
-  CK(cudaGraphInstantiate(&ge, g, 0));
-  const double us = time_us([&] { CK(cudaGraphLaunch(ge, s)); }, 3, 20, s) / 20.0;
-  CK(cudaGraphExecDestroy(ge));
-  CK(cudaGraphDestroy(g));
-  return us;
 }
 
 // Decode step of the mixer at Jamba-v0.1's and BlackMamba-2.8B's sizes: the decode path against the chain of the
