@@ -134,6 +134,24 @@ describe('the fused target', () => {
     expect(portable.count('Linear')).toBe(0);
   });
 
+  it('jamba: a SCAP-pruned MLP or out_proj keeps SparseLinear; the unpruned ones stay MoE "none" and Linear', async () => {
+    const plain = await build('jamba-demo', { dtype: 'fp32', target: 'fused' });
+    const jm = plain.spec.blocks.findIndex((b) => b.op.kind === 'mlp');
+    const jb = plain.spec.blocks.findIndex((b) => b.op.kind === 'mamba');
+    const sites = Object.fromEntries(
+      [`blocks.${jm}.mlp.up`, `blocks.${jm}.mlp.down`, `blocks.${jb}.mamba.out_proj`].map((site) => [site, { mode: 0, threshold: 0.1 }]),
+    );
+    const pruned = await build('jamba-demo', { dtype: 'fp32', target: 'fused', scap: { kind: 'pruned', sites, registered: [] } });
+    const dense = (g: Built): number => g.nodes.filter((n) => n.opType === 'MoE' && n.attributes.some((a) => a.name === 'routing' && a.value === 'none')).length;
+    // The pruned MLP's gate, up and down, and the pruned out_proj.
+    expect(pruned.count('SparseLinear')).toBe(4);
+    expect(pruned.nodes.filter((n) => n.opType === 'SparseLinear').every((n) => n.domain === HUBMOE_DOMAIN)).toBe(true);
+    expect(dense(pruned)).toBe(dense(plain) - 1);
+    expect(pruned.count('Linear')).toBe(plain.count('Linear') - 1);
+    expect(pruned.nodes.some((n) => n.opType === 'Linear' && n.inputs[1] === `blocks.${jb}.mamba.out_proj.weight`)).toBe(false);
+    expect(pruned.nodes.some((n) => n.opType === 'MoE' && n.inputs[2] === `blocks.${jm}.mlp.fc1.weight`)).toBe(false);
+  });
+
   it('a block range ends with the residual add of its last block (hidden_out)', async () => {
     const g = await build('jamba-demo', { dtype: 'fp32', target: 'fused', range: { from: 0, to: 2 } });
     expect(g.outputs).toContain('hidden_out');
