@@ -962,35 +962,13 @@ void MoeRunner::run(const MoeArgs& a, void* ws, size_t ws_bytes, void* stream_pt
   const size_t ts = dtype_size(a.dtype);
   const bool dense = a.routing == Routing::none;
   const bool im = a.layout == MoeLayout::input_major;
-  if (dense && path == MoePath::skinny && !im && !a.fc1_scap && !a.fc2_scap) {
-    // A dense MLP at a few tokens: fc1 (with bias, activation and GLU) into h, then fc2 with its bias straight
-    // into y. Two launches, no routing arrays.
-    const int V = static_cast<int>(16 / ts);
-    SkinnyParams p1{};
-    p1.W = a.fc1;
-    p1.bias = a.fc1_bias;
-    p1.A = a.x;
-    p1.out = at(l.h);
-    p1.K = H;
-    p1.R = I;
-    p1.wrows = F1;
-    p1.I = I;
-    p1.act = static_cast<int>(a.act);
-    p1.dense = S;
-    const bool vec1 = H % V == 0 && aligned16(a.fc1) && aligned16(a.x);
-    const dim3 g1((I + kWarps * kSkinnyRows - 1) / (kWarps * kSkinnyRows), 1);
-    if (a.glu) {
-      if (f16) launch_skinny<__half, 0>(vec1, g1, p1, s);
-      else launch_skinny<float, 0>(vec1, g1, p1, s);
-    } else {
-      if (f16) launch_skinny<__half, 1>(vec1, g1, p1, s);
-      else launch_skinny<float, 1>(vec1, g1, p1, s);
-    }
-    launch_dense_gemv(f16, a.fc2, a.fc2_bias, at(l.h), a.y, S, I, H, s);
-    return;
-  }
+  // A dense MLP at a few tokens, output-major and unmasked: no routing launch; the skinny fc1 below takes every token
+  // for expert 0 without routing arrays, and fc2 with its bias writes y (two launches).
+  const bool dense_fast = dense && path == MoePath::skinny && !im && !a.fc1_scap && !a.fc2_scap;
   if (dense) {
-    cuda_check(launch_pdl(route_dense_kernel, dim3(grid_for(static_cast<size_t>(S))), dim3(256), 0, s, rp), "routing kernel launch");
+    if (!dense_fast)
+      cuda_check(launch_pdl(route_dense_kernel, dim3(grid_for(static_cast<size_t>(S))), dim3(256), 0, s, rp),
+                 "routing kernel launch");
   } else if (S <= 256) {
     const int threads = std::min(1024, std::max(64, S * 32));
     cuda_check(launch_pdl(route_fused_kernel, dim3(1), dim3(threads), 0, s, rp), "routing kernel launch");
@@ -1083,7 +1061,7 @@ void MoeRunner::run(const MoeArgs& a, void* ws, size_t ws_bytes, void* stream_pt
     p1.W = a.fc1;
     p1.bias = a.fc1_bias;
     p1.A = a.fc1_scap ? static_cast<const void*>(at(l.xp)) : a.x;
-    p1.row_token = a.fc1_scap ? nullptr : rp.row_token;
+    p1.row_token = a.fc1_scap || dense_fast ? nullptr : rp.row_token;
     p1.out = h;
     p1.scap = a.fc2_scap;
     p1.counts = rp.counts;
@@ -1095,6 +1073,7 @@ void MoeRunner::run(const MoeArgs& a, void* ws, size_t ws_bytes, void* stream_pt
     p1.wrows = F1;
     p1.I = I;
     p1.act = static_cast<int>(a.act);
+    p1.dense = dense_fast ? S : 0;
     const bool vec1 = H % V == 0 && aligned16(a.fc1) && aligned16(p1.A);
     const dim3 g1((I + kWarps * kSkinnyRows - 1) / (kWarps * kSkinnyRows), max_active);
     if (a.glu) {
@@ -1107,6 +1086,10 @@ void MoeRunner::run(const MoeArgs& a, void* ws, size_t ws_bytes, void* stream_pt
         launch_skinny<__half, 1>(vec1, g1, p1, s);
       else
         launch_skinny<float, 1>(vec1, g1, p1, s);
+    }
+    if (dense_fast) {
+      launch_dense_gemv(f16, a.fc2, a.fc2_bias, h, a.y, S, I, H, s);
+      return;
     }
     SkinnyParams p2 = p1;
     p2.W = a.fc2;
@@ -1127,7 +1110,6 @@ void MoeRunner::run(const MoeArgs& a, void* ws, size_t ws_bytes, void* stream_pt
       } else {
         launch_fc2_combine<float>(k, vec2, g2, p2, rp, static_cast<const float*>(a.fc2_bias), static_cast<float*>(a.y), s);
       }
-      cuda_check(cudaGetLastError(), "kernel launch");
       return;
     }
     const dim3 g2((H + kWarps * kSkinnyRows - 1) / (kWarps * kSkinnyRows), max_active);
