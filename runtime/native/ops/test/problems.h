@@ -166,6 +166,22 @@ inline MoeProblem make_moe(int64_t S, int64_t H, int64_t X, int64_t I, int k, co
   return p;
 }
 
+// The CPU kernel's output for args (y allocated here), as values.
+inline std::vector<double> moe_cpu_out(const hubmoe::MoeArgs& a0, const hubmoe::Parallel& par) {
+  hubmoe::MoeArgs a = a0;
+  std::vector<uint8_t> y(static_cast<size_t>(a.S * a.H) * hubmoe::dtype_size(a.dtype));
+  a.y = y.data();
+  hubmoe::moe_cpu(a, par);
+  return read(y.data(), static_cast<size_t>(a.S * a.H), a.dtype);
+}
+
+// The double-precision reference's output for p.
+inline std::vector<double> moe_ref_out(const MoeProblem& p) {
+  std::vector<double> ry;
+  ref::moe(p.r, ry);
+  return ry;
+}
+
 // Each expert's [rows, cols] matrix transposed to [cols, rows] (bytes and values).
 inline Buf transpose_experts(const Buf& b, int64_t X, int64_t rows, int64_t cols) {
   Buf t = b;

@@ -149,13 +149,7 @@ void test_moe(Tally& t, const hubmoe::Parallel& par) {
               // fp16 models may carry fp16 or fp32 router logits
               const DType lt = (dt == DType::f16 && (seed & 1)) ? DType::f16 : DType::f32;
               MoeProblem p = make_moe(S, 48, 8, 40, r.k, r.routing, r.renorm, act, glu, bias, dt, lt, seed++);
-              hubmoe::MoeArgs a = p.args();
-              std::vector<uint8_t> y(static_cast<size_t>(S * 48) * hubmoe::dtype_size(dt));
-              a.y = y.data();
-              hubmoe::moe_cpu(a, par);
-              std::vector<double> ry;
-              ref::moe(p.r, ry);
-              t.check_err(moe_name(p), rel_err(read(y.data(), ry.size(), dt), ry), dt == DType::f32 ? kTolF32 : kTolF16);
+              t.check_err(moe_name(p), rel_err(moe_cpu_out(p.args(), par), moe_ref_out(p)), dt == DType::f32 ? kTolF32 : kTolF16);
             }
 }
 
@@ -179,14 +173,9 @@ void test_moe_scap(Tally& t, const hubmoe::Parallel& par) {
           const DType lt = (dt == DType::f16 && (seed & 1)) ? DType::f16 : DType::f32;
           MoeProblem p = make_moe(S, 48, 8, 40, c.k, c.routing, false, c.act, c.glu, c.bias, dt, lt, seed);
           add_scap(p, masks & 1, masks & 2, seed++);
-          hubmoe::MoeArgs a = p.args();
-          std::vector<uint8_t> y(static_cast<size_t>(S * 48) * hubmoe::dtype_size(dt));
-          a.y = y.data();
-          hubmoe::moe_cpu(a, par);
-          std::vector<double> ry, ry0;
-          ref::moe(p.r, ry);
+          std::vector<double> ry = moe_ref_out(p), ry0;
           const std::string what = moe_name(p) + (masks == 3 ? " fc1_scap+fc2_scap" : masks == 1 ? " fc1_scap" : " fc2_scap");
-          t.check_err(what, rel_err(read(y.data(), ry.size(), dt), ry), dt == DType::f32 ? kTolF32 : kTolF16);
+          t.check_err(what, rel_err(moe_cpu_out(p.args(), par), ry), dt == DType::f32 ? kTolF32 : kTolF16);
           // the masks must matter: the reference without them differs clearly
           ref::Moe r0 = p.r;
           r0.fc1_scap.clear();
@@ -254,20 +243,13 @@ void test_moe_input_major(Tally& t, const hubmoe::Parallel& par) {
 // biases or not, 1 and 33 tokens; then with SCAP masks and input-major weights (the paths the converter may take).
 void test_moe_dense(Tally& t, const hubmoe::Parallel& par) {
   uint64_t seed = 7000;
-  const double tol16 = kTolF16;
   for (DType dt : {DType::f32, DType::f16})
     for (const char* act : {"silu", "gelu_erf", "gelu_tanh", "relu"})
       for (bool glu : {false, true})
         for (bool bias : {false, true})
           for (int64_t S : {1, 33}) {
             MoeProblem p = make_moe(S, 48, 1, 40, 1, "none", false, act, glu, bias, dt, DType::f32, seed++);
-            hubmoe::MoeArgs a = p.args();
-            std::vector<uint8_t> y(static_cast<size_t>(S * 48) * hubmoe::dtype_size(dt));
-            a.y = y.data();
-            hubmoe::moe_cpu(a, par);
-            std::vector<double> ry;
-            ref::moe(p.r, ry);
-            t.check_err(moe_name(p), rel_err(read(y.data(), ry.size(), dt), ry), dt == DType::f32 ? kTolF32 : tol16);
+            t.check_err(moe_name(p), rel_err(moe_cpu_out(p.args(), par), moe_ref_out(p)), dt == DType::f32 ? kTolF32 : kTolF16);
           }
   for (DType dt : {DType::f32, DType::f16})
     for (int64_t S : {1, 33})
@@ -276,15 +258,9 @@ void test_moe_dense(Tally& t, const hubmoe::Parallel& par) {
         if (variant != 1) add_scap(p, true, true, seed);
         ++seed;
         const MoeProblem q = variant ? input_major(p) : p;
-        hubmoe::MoeArgs a = q.args();
-        std::vector<uint8_t> y(static_cast<size_t>(S * 48) * hubmoe::dtype_size(dt));
-        a.y = y.data();
-        hubmoe::moe_cpu(a, par);
-        std::vector<double> ry;
-        ref::moe(p.r, ry);
         const std::string what = moe_name(p) + (variant == 0 ? " fc1_scap+fc2_scap" : variant == 1 ? " input_major"
                                                                                                      : " input_major fc1_scap+fc2_scap");
-        t.check_err(what, rel_err(read(y.data(), ry.size(), dt), ry), dt == DType::f32 ? kTolF32 : tol16);
+        t.check_err(what, rel_err(moe_cpu_out(q.args(), par), moe_ref_out(p)), dt == DType::f32 ? kTolF32 : kTolF16);
       }
 }
 

@@ -213,21 +213,13 @@ struct Runner {
   }
 };
 
-std::vector<double> moe_cpu_out(const hubmoe::MoeArgs& a0) {
-  hubmoe::MoeArgs a = a0;
-  std::vector<uint8_t> y(static_cast<size_t>(a.S * a.H) * hubmoe::dtype_size(a.dtype));
-  a.y = y.data();
-  hubmoe::moe_cpu(a, cpu_par());
-  return read(y.data(), static_cast<size_t>(a.S * a.H), a.dtype);
-}
-
 // Runs p on `path` (after `setup` on the runner) against the CPU kernel, keeps the worst error per type and checks
 // it; the check's name is `what` with "%s" replaced by the path the runner resolved.
 template <typename Setup>
 void check_moe(Tally& t, const MoeProblem& p, hc::MoePath path, double& worst32, double& worst16, const std::string& what,
                Setup&& setup) {
   const DType dt = p.dtype;
-  std::vector<double> want = moe_cpu_out(p.args());
+  std::vector<double> want = moe_cpu_out(p.args(), cpu_par());
   MoeDev d(p);
   Runner r;
   setup(r.r);
@@ -577,7 +569,7 @@ void moe_big(Tally& t) {
         got.insert(got.end(), r.begin(), r.end());
       }
       c.S = nt, c.x = xs.data(), c.logits = ls.data(), c.fc1 = fc1_h.data(), c.fc2 = fc2_h.data();
-      const double err = rel_err(got, moe_cpu_out(c));
+      const double err = rel_err(got, moe_cpu_out(c, cpu_par()));
       char what[160];
       std::snprintf(what, sizeof what, "CUDA MoE big S=%lld path=%s vs CPU (%lld tokens)", (long long)S,
                     hc::moe_path_name(path), (long long)nt);
