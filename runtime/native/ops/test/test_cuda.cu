@@ -979,6 +979,10 @@ int main(int argc, char** argv) {
   std::printf("cuBLAS: %s\n", hc::cublas_available(&why) ? "loaded" : why.c_str());
   Tally t;
   double s32 = 0, s16 = 0, m32 = 0, m16 = 0;
+  auto report = [&] {
+    std::printf("%s: %d passed, %d failed\n", t.failed ? "FAILED" : "ok", t.passed, t.failed);
+    return t.failed ? 1 : 0;
+  };
   if (argc > 1 && std::strcmp(argv[1], "--sparse") == 0) {
     double l32 = 0, l16 = 0;
     sparse_correctness(t, l32, l16);
@@ -989,14 +993,12 @@ int main(int argc, char** argv) {
     static_mask_correctness(t);
     mamba_conv_correctness(t);
     mamba_mixer_correctness(t);
-    std::printf("%s: %d passed, %d failed\n", t.failed ? "FAILED" : "ok", t.passed, t.failed);
-    return t.failed ? 1 : 0;
+    return report();
   }
   if (argc > 1 && std::strcmp(argv[1], "--mixer") == 0) {
     mamba_mixer_correctness(t);
     mamba_mixer_timing();
-    std::printf("%s: %d passed, %d failed\n", t.failed ? "FAILED" : "ok", t.passed, t.failed);
-    return t.failed ? 1 : 0;
+    return report();
   }
   if (argc > 1 && std::strcmp(argv[1], "--dense") == 0) {
     moe_dense_correctness(t, m32, m16);
@@ -1004,15 +1006,13 @@ int main(int argc, char** argv) {
     linear_correctness(t);
     moe_dense_timing();
     linear_timing();
-    std::printf("%s: %d passed, %d failed\n", t.failed ? "FAILED" : "ok", t.passed, t.failed);
-    return t.failed ? 1 : 0;
+    return report();
   }
   if (argc > 1 && std::strcmp(argv[1], "--input-major") == 0) {
     moe_input_major_correctness(t, m32, m16);
     std::printf("max error vs CPU kernels: MoE input-major fp32 %.2e fp16 %.2e\n", m32, m16);
     moe_input_major_timing(t);
-    std::printf("%s: %d passed, %d failed\n", t.failed ? "FAILED" : "ok", t.passed, t.failed);
-    return t.failed ? 1 : 0;
+    return report();
   }
   scan_correctness(t, s32, s16);
   moe_correctness(t, m32, m16);
@@ -1040,6 +1040,5 @@ int main(int argc, char** argv) {
     sparse_timing();
     mamba_mixer_timing();
   }
-  std::printf("%s: %d passed, %d failed\n", t.failed ? "FAILED" : "ok", t.passed, t.failed);
-  return t.failed ? 1 : 0;
+  return report();
 }
