@@ -314,6 +314,21 @@ void error_cases(Tally& t) {
 }
 
 // x [B, 3, K] with a symbolic batch; W and bias as graph inputs; bias absent when !bias.
+// Runs a one-node fully-connected model (SparseLinear, Linear) on `feeds` and checks its output y: the shape, and the
+// values against `want` (rel_err with `floor`).
+void check_fc_model(Tally& t, const std::string& what, const std::string& model, const std::vector<Feed>& feeds,
+                    const std::vector<int64_t>& shape, const std::vector<double>& want, double floor, DType dt) {
+  try {
+    Ort::Session sess = make_session(model);
+    auto out = run(sess, feeds, {"y"});
+    t.check(out[0].GetTensorTypeAndShapeInfo().GetShape() == shape, what + " shape", 0, 0);
+    t.check_err(what, rel_err(values(out[0]), want, floor), dt == DType::f32 ? 2e-5 : 1e-3);
+  } catch (const std::exception& e) {
+    std::printf("FAIL %s: %s\n", what.c_str(), e.what());
+    t.failed++;
+  }
+}
+
 // Linear through ORT: a symbolic batch, bias absent or present, then a W of the input-major shape (reported at run).
 void linear_case(Tally& t, DType dt, bool bias) {
   const int64_t B = 2, T = 3, K = 40, N = 24;
@@ -329,17 +344,8 @@ void linear_case(Tally& t, DType dt, bool bias) {
   std::vector<onnxw::Msg> nodes = {onnxw::node("Linear", "ai.hubmoe", in, {"y_raw"}, {}, "linear"),
                                    onnxw::node("Identity", "", {"y_raw"}, {"y"}, {}, "id")};
   std::vector<onnxw::Msg> outputs = {onnxw::value_info("y", elem(dt), {-1, T, N})};
-  const std::string what = p.name(" through ORT, symbolic batch");
-  try {
-    Ort::Session sess = make_session(onnxw::model(nodes, inputs, outputs));
-    auto out = run(sess, feeds, {"y"});
-    const auto shape = out[0].GetTensorTypeAndShapeInfo().GetShape();
-    t.check(shape == std::vector<int64_t>{B, T, N}, what + " shape", 0, 0);
-    t.check_err(what, rel_err(values(out[0]), linear_ref(p)), dt == DType::f32 ? 2e-5 : 1e-3);
-  } catch (const std::exception& e) {
-    std::printf("FAIL %s: %s\n", what.c_str(), e.what());
-    t.failed++;
-  }
+  check_fc_model(t, p.name(" through ORT, symbolic batch"), onnxw::model(nodes, inputs, outputs), feeds, {B, T, N},
+                 linear_ref(p), 1e-30, dt);
   if (dt != DType::f32 || bias) return;
   expect_error(t, "ORT Linear W of the input-major shape is reported at run", "input 'W' has shape [40, 24], expected [N, 40]", [&] {
     Ort::Session s = make_session(
@@ -367,17 +373,8 @@ void sparse_case(Tally& t, DType dt, bool bias) {
                   {onnxw::attr_f("mode", p.mode), onnxw::attr_f("threshold", p.threshold)}, "sparse"),
       onnxw::node("Identity", "", {"y_raw"}, {"y"}, {}, "id")};
   std::vector<onnxw::Msg> outputs = {onnxw::value_info("y", elem(dt), {-1, T, N})};
-  const std::string what = p.name(" through ORT, symbolic batch");
-  try {
-    Ort::Session sess = make_session(onnxw::model(nodes, inputs, outputs));
-    auto out = run(sess, feeds, {"y"});
-    const auto shape = out[0].GetTensorTypeAndShapeInfo().GetShape();
-    t.check(shape == std::vector<int64_t>{B, T, N}, what + " shape", 0, 0);
-    t.check_err(what, rel_err(values(out[0]), sparse_ref::sparse_linear(p), 1.0), dt == DType::f32 ? 2e-5 : 1e-3);
-  } catch (const std::exception& e) {
-    std::printf("FAIL %s: %s\n", what.c_str(), e.what());
-    t.failed++;
-  }
+  check_fc_model(t, p.name(" through ORT, symbolic batch"), onnxw::model(nodes, inputs, outputs), feeds, {B, T, N},
+                 sparse_ref::sparse_linear(p), 1.0, dt);
   if (dt != DType::f32 || !bias) return;
   auto model = [&](const std::vector<onnxw::Attr>& attrs) {
     return onnxw::model({onnxw::node("SparseLinear", "ai.hubmoe", {"x", "W"}, {"y"}, attrs, "sparse")},
