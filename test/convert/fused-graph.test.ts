@@ -118,18 +118,24 @@ describe('the fused target', () => {
       expect(n.attributes.find((a) => a.name === 'k')?.value).toBe(1);
       expect(n.attributes.find((a) => a.name === 'glu')?.value).toBe(1);
     }
-    // The MatMuls left are the projections of the Mamba and attention layers, the routers and the LM head: none reads
-    // an MLP weight.
+    // The MatMuls left are the Mamba in_proj and the LM head: none reads an MLP weight.
     expect(fused.nodes.some((n) => n.opType === 'MatMul' && n.inputs.some((i) => /\.mlp\./.test(i)))).toBe(false);
     const portable = await build('jamba-demo', { dtype: 'fp16', target: 'portable', staticCache: true });
     expect(portable.nodes.filter((n) => n.opType === 'MatMul' && n.inputs.some((i) => /\.mlp\./.test(i))).length).toBe(3 * mlps.length);
-    // Each Mamba out_proj and the attention projections are ai.hubmoe Linear with the checkpoint's [out, in] weight
-    // (in_proj stays a MatMul: cuBLAS reads it as fast); the portable graph keeps MatMul.
+    // Each Mamba out_proj, the attention projections and the MoE routers are ai.hubmoe Linear with the checkpoint's
+    // [out, in] weight (in_proj stays a MatMul: at 16 tokens cuBLAS reads its transposed weight faster); the portable
+    // graph keeps MatMul.
     const linears = fused.nodes.filter((n) => n.opType === 'Linear');
-    expect(linears.length).toBe(kinds(fused.spec, 'mamba') + 4 * kinds(fused.spec, 'attention'));
+    expect(linears.length).toBe(kinds(fused.spec, 'mamba') + 4 * kinds(fused.spec, 'attention') + moes.length);
     for (const n of linears) {
       expect(n.domain).toBe(HUBMOE_DOMAIN);
-      expect(n.inputs[1]).toMatch(/^blocks\.\d+\.(mamba\.out_proj|attn\.[qkvo])\.weight$/);
+      expect(n.inputs[1]).toMatch(/^blocks\.\d+\.(mamba\.out_proj|attn\.[qkvo]|moe\.router)\.weight$/);
+    }
+    // Each MoE op reads its router's Linear output as its logits.
+    for (const n of fused.nodes.filter((m) => m.opType === 'MoE' && m.inputs[1])) {
+      const producer = fused.nodes.find((m) => m.outputs.includes(n.inputs[1]!));
+      expect(producer?.opType).toBe('Linear');
+      expect(producer?.inputs[1]).toMatch(/^blocks\.\d+\.moe\.router\.weight$/);
     }
     expect(portable.count('Linear')).toBe(0);
   });

@@ -13,7 +13,7 @@ import type { MoeOp } from '../../schema/spec.js';
 import { HUBMOE_DOMAIN, MS_DOMAIN } from '../graph.js';
 import type { WeightPart } from '../graph.js';
 import { activate } from './activation.js';
-import { expertRow, expertTransposed, has, linear, tensor, transpose2d, weight } from './context.js';
+import { expertRow, expertTransposed, has, hubmoeLinear, linear, tensor, transpose2d, weight } from './context.js';
 import { readExpert } from '../../schema/canonical.js';
 import { expertModeCorrection, rowSumPart, sparsify } from './scap.js';
 import { TensorDataType } from '../proto.js';
@@ -32,8 +32,9 @@ export function moeLowering(op: MoeOp): MoeLowering {
 export function lowerMoe(ctx: LowerContext, x: string, j: number, op: MoeOp): string {
   const { g } = ctx;
   const H = ctx.spec.hidden;
-  // ai.hubmoe MoE takes [..., H] as it is.
-  if (ctx.target === 'fused') return lowerHubmoeMoe(ctx, x, linear(ctx, x, `blocks.${j}.moe.router`), j, op);
+  // ai.hubmoe MoE takes [..., H] as it is; the router is an ai.hubmoe Linear (its bias added in the same launch,
+  // and a programmatic dependent launch like the MoE op's kernels after it).
+  if (ctx.target === 'fused') return lowerHubmoeMoe(ctx, x, hubmoeLinear(ctx, x, `blocks.${j}.moe.router`), j, op);
   const x2 = g.op('Reshape', [x, g.ints([-1, H])]);
   const logits = linear(ctx, x2, `blocks.${j}.moe.router`);
   // Sparsified experts (SCAP) need the per-expert lowering: each expert's inputs are pruned on their own.
