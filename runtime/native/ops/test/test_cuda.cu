@@ -900,6 +900,7 @@ std::vector<MambaMixerShape> mamba_mixer_cuda_shapes() {
   v.push_back({5, 1, 1024, 4, 16, 64, true, true, true});     // past the decode path's rows: the chain
   v.push_back({1, 64, 2944, 4, 16, 92, false, true, true});   // prefill
   v.push_back({2, 1, 1000, 4, 64, 40, true, false, true});    // E not a multiple of the chunks, N = 64
+  v.push_back({1, 1, 640, 4, 64, 1024, true, true, true});    // wide x_proj (J = 1152): one row group, 16-byte loads
   return v;
 }
 
