@@ -772,10 +772,21 @@ struct SkipRmsNormKernel {
 
 // y: x's type and shape. ONNX Runtime's own inference for custom ops gives every output of the node the kernel's T,
 // so `sum` has its type; its shape is left open: a shape-inference context cannot tell whether the node has a second
-// output, and setting one it lacks would write past ORT's list of the node's outputs.
+// output, and setting one it lacks would write past ORT's list of the node's outputs. The context also hands out an
+// input of unknown shape as rank 0, which x cannot be: then y takes skip's shape (the fused graph's x is the previous
+// norm's sum, its skip the block's output), or keeps the type alone when neither is known.
 OrtStatusPtr infer_skip_rms(const OrtCustomOp*, OrtShapeInferContext* ctx) noexcept {
   TypeShape x;
   if (OrtStatus* e = get_type_shape(ctx, 0, x)) return e;
+  if (x.dims.empty()) {
+    TypeShape skip;
+    if (OrtStatus* e = get_type_shape(ctx, 1, skip)) {  // skip absent
+      api().ReleaseStatus(e);
+      return nullptr;
+    }
+    if (skip.dims.empty()) return nullptr;
+    x.dims = skip.dims, x.syms = skip.syms;
+  }
   return set_type_shape(ctx, 0, x);
 }
 

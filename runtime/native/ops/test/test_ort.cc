@@ -556,6 +556,40 @@ void skip_rms_case(Tally& t, DType dt, int mode) {
   });
 }
 
+// Two norms chained as the fused graph chains them: the second's x is the first's sum, whose shape ONNX Runtime's
+// inference leaves open (and hands to the op as rank 0). A Flatten (axis 2) after the second fails to load if that
+// norm's y were inferred as a scalar.
+void skip_rms_chain_case(Tally& t, DType dt) {
+  const int64_t B = 2, T = 3, D = 40;
+  const SkipRmsProblem p1 = make_skip_rms(B * T, D, dt, true, 1e-6f, 8950 + (int)dt);
+  SkipRmsProblem p2 = make_skip_rms(B * T, D, dt, true, 1e-6f, 8960 + (int)dt);
+  p2.x = make_buf(skip_rms_sum_ref(p1), dt);
+  const auto eps = onnxw::attr_f("epsilon", p1.eps);
+  std::vector<onnxw::Msg> nodes = {onnxw::node("SkipRMSNorm", "ai.hubmoe", {"x", "k1", "w1"}, {"y1", "s1"}, {eps}, "n1"),
+                                   onnxw::node("SkipRMSNorm", "ai.hubmoe", {"s1", "k2", "w2"}, {"y2", "s2"}, {eps}, "n2"),
+                                   onnxw::node("Flatten", "", {"y2"}, {"flat"}, {onnxw::attr_i("axis", 2)}, "flatten")};
+  std::vector<onnxw::Msg> in = {onnxw::value_info("x", elem(dt), {-1, -1, D}), onnxw::value_info("k1", elem(dt), {-1, -1, D}),
+                                onnxw::value_info("w1", elem(dt), {D}), onnxw::value_info("k2", elem(dt), {-1, -1, D}),
+                                onnxw::value_info("w2", elem(dt), {D})};
+  std::vector<onnxw::Msg> out = {onnxw::value_info("flat", elem(dt), {-1, D}), onnxw::value_info("s2", elem(dt), {-1, -1, D})};
+  const std::string what = p2.name(" through ORT, x the previous norm's sum, then Flatten");
+  try {
+    Ort::Session sess = make_session(onnxw::model(nodes, in, out));
+    auto got = run(sess,
+                   {{"x", dt, {B, T, D}, p1.x.data()}, {"k1", dt, {B, T, D}, p1.skip.data()}, {"w1", dt, {D}, p1.w.data()},
+                    {"k2", dt, {B, T, D}, p2.skip.data()}, {"w2", dt, {D}, p2.w.data()}},
+                   {"flat", "s2"});
+    const bool shape = got[0].GetTensorTypeAndShapeInfo().GetShape() == std::vector<int64_t>{B * T, D};
+    t.check(shape, what + " output shape", !shape, 0);
+    t.check_err(what, rel_err(values(got[0]), skip_rms_ref(p2), 1e-3), skip_rms_tol(dt));
+    const bool same = values(got[1]) == skip_rms_sum_ref(p2);
+    t.check(same, what + " sum = round_T(x + skip) exactly", !same, 0);
+  } catch (const std::exception& e) {
+    std::printf("FAIL %s: %s\n", what.c_str(), e.what());
+    t.failed++;
+  }
+}
+
 // int64 mask [B, S] and cache_position [T] with symbolic dims; all three outputs, then the bias alone; errors.
 void static_mask_case(Tally& t, const StaticMaskShape& sh, int n_out) {
   StaticMaskProblem p = make_static_mask(sh.B, sh.S, sh.T, sh.first, sh.groups);
@@ -774,8 +808,10 @@ int main(int argc, char** argv) {
     split_rms_case(t, dt, {16, 4, 4});
     split_rms_case(t, dt, {20, 9});
   }
-  for (DType dt : {DType::f32, DType::f16})
+  for (DType dt : {DType::f32, DType::f16}) {
     for (int mode = 0; mode < 4; ++mode) skip_rms_case(t, dt, mode);
+    skip_rms_chain_case(t, dt);
+  }
   static_mask_case(t, kStaticMaskShapes[0], 3);
   static_mask_case(t, kStaticMaskShapes[1], 1);
   static_mask_case(t, kStaticMaskShapes[3], 3);
