@@ -129,8 +129,9 @@ export function renderScapSection(scap: ScapSpec): string {
 }
 
 /**
- * The ai.hubmoe operators a fused model's graph uses besides the small fused ones (norms, masks, next token): as
- * src/onnx/lower writes them, where SCAP-pruned layers take SparseLinear instead of MoE (dense MLPs) or Linear.
+ * The ai.hubmoe operators a fused model's graph uses besides the static-cache graph's small ones (its attention mask
+ * and next token): as src/onnx/lower writes them, where SCAP-pruned layers take SparseLinear instead of MoE (dense
+ * MLPs) or Linear, and every RMSNorm outside the Mamba mixers is a SkipRMSNorm.
  */
 function fusedOps(spec: ModelSpec): string[] {
   const sites = Object.keys(spec.scap?.sites ?? {});
@@ -143,6 +144,7 @@ function fusedOps(spec: ModelSpec): string[] {
   if (any('mamba', (j) => !pruned(`blocks.${j}.mamba.out_proj`)) || any('attention', (j) => !pruned(`blocks.${j}.attn.qkv`) || !pruned(`blocks.${j}.attn.o`)))
     ops.push('Linear');
   if (sites.length) ops.push('SparseLinear');
+  if (spec.final_norm.kind === 'rms' || spec.blocks.some((b) => b.norm.kind === 'rms')) ops.push('SkipRMSNorm');
   return ops;
 }
 

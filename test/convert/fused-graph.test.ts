@@ -1,6 +1,6 @@
 /**
  * The fused target's graph structure: where it uses the fewer, larger nodes that make a decode step cheaper on the
- * GPU (SkipSimplifiedLayerNormalization, ai.hubmoe MambaMixer and StaticAttentionMask), and that the portable
+ * GPU (ai.hubmoe SkipRMSNorm, MambaMixer and StaticAttentionMask), and that the portable
  * target keeps to ONNX Runtime's built-in ops. The numbers these graphs compute are checked against the references
  * by the parity suite (test/parity) and the static-cache tests (test/runtime/static.test.ts).
  */
@@ -8,7 +8,7 @@ import { describe, expect, it } from 'vitest';
 import { openSource } from '../../src/convert.js';
 import { buildGraph } from '../../src/onnx/build.js';
 import type { BuildOptions } from '../../src/onnx/build.js';
-import { HUBMOE_DOMAIN, MS_DOMAIN } from '../../src/onnx/graph.js';
+import { HUBMOE_DOMAIN } from '../../src/onnx/graph.js';
 import type { ModelSpec } from '../../src/schema/spec.js';
 import { fixture } from '../helpers.js';
 
@@ -39,21 +39,34 @@ const kinds = (spec: ModelSpec, kind: string): number => spec.blocks.filter((b) 
 
 describe('the fused target', () => {
   for (const name of ['jamba-demo', 'blackmamba-plain', 'mamba-hf']) {
-    it(`${name}: each residual add and the next norm are one SkipSimplifiedLayerNormalization; the portable graph keeps Add and norm`, async () => {
+    it(`${name}: each residual add and the next norm are one ai.hubmoe SkipRMSNorm; the portable graph keeps Add and norm`, async () => {
       const fused = await build(name, { dtype: 'fp32', target: 'fused', staticCache: true });
       // Blocks 1…n-1 and the final norm read the previous block's output through the fused node where they are
-      // RMSNorms (BlackMamba's final norm is a LayerNorm: Add and LayerNormalization); block 0 reads the embedding.
+      // RMSNorms (BlackMamba's final norm is a LayerNorm: Add and LayerNormalization); block 0 norms the embedding
+      // with a SkipRMSNorm without skip.
       const rms = fused.spec.blocks.slice(1).filter((b) => b.norm.kind === 'rms').length + (fused.spec.final_norm.kind === 'rms' ? 1 : 0);
       expect(rms).toBeGreaterThan(1);
-      expect(fused.count('SkipSimplifiedLayerNormalization')).toBe(rms);
+      expect(fused.spec.blocks.every((b) => b.norm.kind === 'rms')).toBe(true);
+      const norms = fused.nodes.filter((x) => x.opType === 'SkipRMSNorm');
+      expect(norms.length).toBe(rms + 1);
       expect(fused.count('LayerNormalization')).toBe(fused.spec.final_norm.kind === 'layer' ? 1 : 0);
-      for (const n of fused.nodes.filter((x) => x.opType === 'SkipSimplifiedLayerNormalization')) {
-        expect(n.domain).toBe(MS_DOMAIN);
-        expect(n.outputs[1]).toBe('');
-        expect(n.outputs[2]).toBe('');
-        expect(n.outputs[3]).not.toBe('');
-        expect(n.attributes.find((a) => a.name === 'epsilon')).toBeDefined();
-      }
+      for (const op of ['SkipSimplifiedLayerNormalization', 'SimplifiedLayerNormalization']) expect(fused.count(op)).toBe(0);
+      const eps = (j: number): number => (j < fused.spec.blocks.length ? fused.spec.blocks[j]! : { norm: fused.spec.final_norm }).norm.eps;
+      norms.forEach((n, j) => {
+        expect(n.domain).toBe(HUBMOE_DOMAIN);
+        expect(n.inputs[2]).toBe(j < fused.spec.blocks.length ? `blocks.${j}.norm.weight` : 'final_norm.weight');
+        expect((n.attributes.find((a) => a.name === 'epsilon')?.value as { float: number }).float).toBeCloseTo(eps(j), 12);
+        if (j === 0) {
+          // The embedding's norm: no skip, no sum.
+          expect(n.inputs[1]).toBe('');
+          expect(n.outputs.length).toBe(1);
+        } else {
+          // x + skip is the residual stream: the next fused norm adds the next block's output to it.
+          expect(n.inputs[1]).not.toBe('');
+          expect(n.outputs.length).toBe(2);
+          if (j < norms.length - 1) expect(norms[j + 1]!.inputs).toContain(n.outputs[1]);
+        }
+      });
       // Each Mamba mixer between in_proj and out_proj is one ai.hubmoe MambaMixer (conv and scan states in, out).
       const mixers = fused.nodes.filter((n) => n.opType === 'MambaMixer');
       expect(mixers.length).toBe(kinds(fused.spec, 'mamba'));
@@ -67,6 +80,7 @@ describe('the fused target', () => {
       const portable = await build(name, { dtype: 'fp32', target: 'portable', staticCache: true });
       expect(portable.count('CausalConvWithState')).toBe(kinds(portable.spec, 'mamba'));
       expect(portable.count('SkipSimplifiedLayerNormalization')).toBe(0);
+      expect(portable.count('SkipRMSNorm')).toBe(0);
       expect(portable.count('SplitRMSNorm')).toBe(0);
       expect(portable.count('StaticAttentionMask')).toBe(0);
       expect(portable.nodes.every((n) => n.domain !== HUBMOE_DOMAIN)).toBe(true);
@@ -85,8 +99,9 @@ describe('the fused target', () => {
       const eps = n.attributes.find((a) => a.name === 'epsilon');
       expect((eps?.value as { float: number }).float).toBeCloseTo((fused.spec.blocks.find((b) => b.op.kind === 'mamba')!.op as { eps: number }).eps, 12);
     }
-    // Only the first block's norm is a plain one; the inner norms are inside MambaMixer.
-    expect(fused.count('SimplifiedLayerNormalization')).toBe(1);
+    // Only the first block's norm has no skip; the inner norms are inside MambaMixer.
+    expect(fused.count('SimplifiedLayerNormalization')).toBe(0);
+    expect(fused.nodes.filter((n) => n.opType === 'SkipRMSNorm' && n.inputs[1] === '').length).toBe(1);
     const masks = fused.nodes.filter((n) => n.opType === 'StaticAttentionMask');
     expect(masks.length).toBe(1);
     expect(masks[0]!.domain).toBe(HUBMOE_DOMAIN);
@@ -162,8 +177,9 @@ describe('the fused target', () => {
     const g = await build('jamba-demo', { dtype: 'fp32', target: 'fused', range: { from: 0, to: 2 } });
     expect(g.outputs).toContain('hidden_out');
     expect(g.outputs).not.toContain('logits');
-    // Block 1's norm is the fused one; block 1's output is added to the stream at the end.
-    expect(g.count('SkipSimplifiedLayerNormalization')).toBe(1);
+    // Block 0's norm has no skip, block 1's is the fused add and norm; block 1's output is added to the stream at the end.
+    expect(g.count('SkipRMSNorm')).toBe(2);
+    expect(g.nodes.filter((n) => n.opType === 'SkipRMSNorm' && n.inputs[1] !== '').length).toBe(1);
     const last = g.nodes.find((n) => n.outputs.includes('hidden_out')) ?? g.nodes[g.nodes.length - 1]!;
     expect(['Add', 'Identity']).toContain(last.opType);
   });

@@ -64,12 +64,15 @@ describe('model card', () => {
     expect(card).toContain("{ dtype: 'fp16' }");
     // The operators named are those the model's blocks use.
     const kinds = new Set(spec.blocks.map((b) => b.op.kind));
-    const named = ['MambaMixer', 'MoE', 'Linear', 'SparseLinear'].filter((op) => card.includes(`${op},`) || card.includes(`${op})`));
+    const named = ['MambaMixer', 'MoE', 'Linear', 'SparseLinear', 'SkipRMSNorm'].filter((op) => card.includes(`${op},`) || card.includes(`${op})`));
+    const rms = spec.final_norm.kind === 'rms' || spec.blocks.some((b) => b.norm.kind === 'rms');
     expect(named).toEqual([
       ...(kinds.has('mamba') ? ['MambaMixer'] : []),
       ...(kinds.has('moe') || kinds.has('mlp') ? ['MoE'] : []),
       ...(kinds.has('mamba') || kinds.has('attention') ? ['Linear'] : []),
+      ...(rms ? ['SkipRMSNorm'] : []),
     ]);
+    expect(rms).toBe(true);
     expect(named.length).toBeGreaterThan(0);
   });
 

@@ -18,6 +18,7 @@
 #include "moe.h"
 #include "next_token.h"
 #include "selective_scan.h"
+#include "skip_rms_norm.h"
 #include "sparse_linear.h"
 #include "split_rms_norm.h"
 #include "static_attention_mask.h"
@@ -719,6 +720,98 @@ struct SplitRmsNormOp : Ort::CustomOpBase<SplitRmsNormOp, SplitRmsNormKernel, tr
   }
 };
 
+// ─── SkipRMSNorm ───────────────────────────────────────────────────────────────────────────────────────────────
+
+// Whether the node names input (or output) i: an empty name or a trailing one left out is absent.
+bool node_names(const OrtKernelInfo* info, size_t i, bool output) {
+  size_t n = 0;
+  check(output ? api().KernelInfo_GetOutputCount(info, &n) : api().KernelInfo_GetInputCount(info, &n));
+  if (i >= n) return false;
+  size_t size = 0;
+  check(output ? api().KernelInfo_GetOutputName(info, i, nullptr, &size) : api().KernelInfo_GetInputName(info, i, nullptr, &size));
+  return size > 1;  // the name's length with its terminating null
+}
+
+struct SkipRmsNormKernel {
+  Ep ep;
+  float eps;
+  bool sum;  // the node has output 'sum'
+  SkipRmsNormKernel(const OrtKernelInfo* info, Ep e)
+      : ep(e), eps(attr_float(info, "epsilon", 1e-6f)), sum(node_names(info, 1, true)) {
+    if (!(eps >= 0.f)) throw OpError("SkipRMSNorm: attribute 'epsilon' must be a number >= 0, got " + std::to_string(eps));
+    if (sum && !node_names(info, 1, false))
+      throw OpError("SkipRMSNorm: output 'sum' (x + skip) is requested, but input 'skip' is absent");
+  }
+
+  OrtStatusPtr ComputeV2(OrtKernelContext* ctx) noexcept {
+    return guarded("SkipRMSNorm", [&] {
+      const char* op = "SkipRMSNorm";
+      TensorIn x = input(ctx, 0), skip = input(ctx, 1), w = input(ctx, 2);
+      SkipRmsNormArgs a;
+      a.dtype = dtype_of(x.type, op);
+      expect_type(skip, op, "skip", x.type);  // skip and weight are declared of any type: a mismatch is reported here
+      expect_type(w, op, "weight", x.type);
+      skip_rms_norm_check(x.dims.data(), x.rank(), skip.dims.data(), skip.rank(), w.dims.data(), w.rank(), sum, a);
+      a.eps = eps;
+      a.x = x.data, a.skip = skip.present() ? skip.data : nullptr, a.w = w.data;
+      a.y = output(ctx, 0, x.dims);
+      if (sum) a.sum = output(ctx, 1, x.dims);
+      if (a.rows == 0 || a.D == 0) return;
+      if (ep == Ep::cpu) {
+        skip_rms_norm_cpu(a, OrtParallel(ctx));
+      } else {
+#ifdef HUBMOE_WITH_CUDA
+        void* stream = nullptr;
+        check(api().KernelContext_GetGPUComputeStream(ctx, &stream));
+        cuda::skip_rms_norm(a, stream);
+#endif
+      }
+    });
+  }
+};
+
+// y: x's type and shape. ONNX Runtime's own inference for custom ops gives every output of the node the kernel's T,
+// so `sum` has its type; its shape is left open: a shape-inference context cannot tell whether the node has a second
+// output, and setting one it lacks would write past ORT's list of the node's outputs. The context also hands out an
+// input of unknown shape as rank 0, which x cannot be: then y takes skip's shape (the fused graph's x is the previous
+// norm's sum, its skip the block's output), or keeps the type alone when neither is known.
+OrtStatusPtr infer_skip_rms(const OrtCustomOp*, OrtShapeInferContext* ctx) noexcept {
+  TypeShape x;
+  if (OrtStatus* e = get_type_shape(ctx, 0, x)) return e;
+  if (x.dims.empty()) {
+    TypeShape skip;
+    if (OrtStatus* e = get_type_shape(ctx, 1, skip)) {  // skip absent
+      api().ReleaseStatus(e);
+      return nullptr;
+    }
+    if (skip.dims.empty()) return nullptr;
+    x.dims = skip.dims, x.syms = skip.syms;
+  }
+  return set_type_shape(ctx, 0, x);
+}
+
+struct SkipRmsNormOp : Ort::CustomOpBase<SkipRmsNormOp, SkipRmsNormKernel, true> {
+  Ep ep_;
+  ONNXTensorElementDataType t_;
+  SkipRmsNormOp(Ep ep, ONNXTensorElementDataType t) : ep_(ep), t_(t) { OrtCustomOp::InferOutputShapeFn = infer_skip_rms; }
+  OrtStatusPtr CreateKernelV2(const OrtApi&, const OrtKernelInfo* info, void** kernel) const {
+    return guarded("SkipRMSNorm", [&] { *kernel = new SkipRmsNormKernel(info, ep_); });
+  }
+  const char* GetName() const { return "SkipRMSNorm"; }
+  const char* GetExecutionProviderType() const { return ep_name(ep_); }
+  size_t GetInputTypeCount() const { return 3; }
+  // x is T; skip and weight are left open here and checked by the kernel, which names the one of the wrong type.
+  ONNXTensorElementDataType GetInputType(size_t i) const { return i == 0 ? t_ : ONNX_TENSOR_ELEMENT_DATA_TYPE_UNDEFINED; }
+  OrtCustomOpInputOutputCharacteristic GetInputCharacteristic(size_t i) const {
+    return i == 1 ? INPUT_OUTPUT_OPTIONAL : INPUT_OUTPUT_REQUIRED;
+  }
+  size_t GetOutputTypeCount() const { return 2; }
+  ONNXTensorElementDataType GetOutputType(size_t) const { return t_; }
+  OrtCustomOpInputOutputCharacteristic GetOutputCharacteristic(size_t i) const {
+    return i == 0 ? INPUT_OUTPUT_REQUIRED : INPUT_OUTPUT_OPTIONAL;
+  }
+};
+
 // ─── StaticAttentionMask ───────────────────────────────────────────────────────────────────────────────────────
 
 struct StaticMaskKernel {
@@ -953,6 +1046,7 @@ struct OpSet {
         ops.emplace_back(new FcOp<LinearKernel>(ep, t));
         ops.emplace_back(new NextTokenOp(ep, t));
         ops.emplace_back(new SplitRmsNormOp(ep, t));
+        ops.emplace_back(new SkipRmsNormOp(ep, t));
         ops.emplace_back(new MambaConvOp(ep, t));
         ops.emplace_back(new MambaMixerOp(ep, t));
       }

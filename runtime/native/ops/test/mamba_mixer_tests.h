@@ -76,8 +76,6 @@ struct MambaMixerWant {
   std::vector<double> y, conv_state, ssm_state;
 };
 
-inline double round_to(double v, DType t) { return make_buf({v}, t).vals[0]; }
-
 // From the definition (../src/mamba_mixer.h) in double, rounding to T where the definition does.
 inline MambaMixerWant mamba_mixer_ref(const MambaMixerProblem& p) {
   const MambaMixerShape& s = p.s;

@@ -8,6 +8,7 @@
 #include "problems.h"
 #include "next_token_tests.h"
 #include "split_rms_norm_tests.h"
+#include "skip_rms_norm_tests.h"
 #include "static_attention_mask_tests.h"
 #include "mamba_conv_tests.h"
 #include "mamba_mixer_tests.h"
@@ -412,6 +413,7 @@ int main() {
   test_linear(t, serial, kTolF32, kTolF16);
   test_linear(t, threads, kTolF32, kTolF16);
   test_split_rms_norm(t);
+  test_skip_rms_norm(t, serial, threads);
   test_static_mask(t);
   test_mamba_conv(t);
   test_mamba_mixer(t);

@@ -5,7 +5,8 @@
 // usage: test_cuda [--quick | --input-major | --dense | --mixer | --sparse]
 //   --quick: correctness on small shapes only, e.g. under compute-sanitizer
 //   --input-major: only the MoE input-major checks and the input-major decode timing
-//   --dense: only the MoE routing-none (dense MLP) and Linear checks, and their timings at the Jamba period's sizes
+//   --dense: only the MoE routing-none (dense MLP), Linear and SkipRMSNorm checks, and their timings at the Jamba
+//            period's sizes
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
@@ -754,6 +755,7 @@ void copy_bandwidth() {
 #include "sparse_linear_cuda.h"
 #include "next_token_tests.h"
 #include "split_rms_norm_tests.h"
+#include "skip_rms_norm_tests.h"
 #include "static_attention_mask_tests.h"
 #include "mamba_conv_tests.h"
 #include "mamba_mixer_tests.h"
@@ -810,6 +812,65 @@ void split_rms_correctness(Tally& t) {
       }
       t.check_err(p.name(" CUDA"), err, split_rms_tol(dt));
     }
+}
+
+// SkipRMSNorm on CUDA against the CPU kernel, whose bytes it must give (both add the squares in skip_rms_norm.h's
+// order): the CPU test's shapes, every cached width (D = 8192: 4 or 8 groups a thread; 16384: 8 in fp16, streamed in
+// fp32), streamed rows (20000, 40000; 20001: odd), 300 rows of 4096; without skip, with skip, with skip and sum; fp32
+// and fp16; each again with every pointer one element off 16-byte alignment (the element path).
+void skip_rms_correctness(Tally& t) {
+  uint64_t seed = 8800;
+  std::vector<SkipRmsShape> shapes = skip_rms_shapes();
+  for (int64_t D : {8192, 16384, 20000, 20001, 40000}) shapes.push_back({3, D, 1e-6f});
+  shapes.push_back({300, 4096, 1e-6f});
+  for (DType dt : {DType::f32, DType::f16})
+    for (const SkipRmsShape& s : shapes)
+      for (int mode = 0; mode < 3; ++mode)  // 0: no skip; 1: skip, y only; 2: skip and sum
+        for (bool off : {false, true}) {
+          const SkipRmsProblem p = make_skip_rms(s.rows, s.D, dt, mode > 0, s.eps, seed++);
+          const SkipRmsOut want = run_skip_rms_cpu(p, cpu_par(), mode == 2);
+          const size_t shift = off ? hubmoe::dtype_size(dt) : 0, bytes = want.y.bytes.size();
+          auto put = [&](const Buf& b) {
+            Dev d(b.bytes.size() + 16);
+            if (!b.bytes.empty()) CK(cudaMemcpy(static_cast<uint8_t*>(d.p) + shift, b.bytes.data(), b.bytes.size(), cudaMemcpyHostToDevice));
+            return d;
+          };
+          Dev x = put(p.x), k = put(p.skip), w = put(p.w), y(bytes + 16), sum(bytes + 16);
+          auto at = [&](const Dev& d) { return static_cast<void*>(static_cast<uint8_t*>(d.p) + shift); };
+          hubmoe::SkipRmsNormArgs a = p.args(at(y), mode == 2 ? at(sum) : nullptr);
+          a.x = at(x), a.skip = mode > 0 ? at(k) : nullptr, a.w = at(w);
+          hubmoe::cuda::skip_rms_norm(a, nullptr);
+          CK(cudaDeviceSynchronize());
+          const std::vector<uint8_t> hy = y.host(), hs = sum.host();
+          int differ = 0;
+          for (size_t i = 0; i < bytes; ++i) differ += hy[shift + i] != want.y.bytes[i];
+          if (mode == 2)
+            for (size_t i = 0; i < bytes; ++i) differ += hs[shift + i] != want.sum.bytes[i];
+          t.check_err(p.name(mode == 2 ? " sum" : "") + (off ? " CUDA unaligned" : " CUDA") + ": bytes unlike the CPU kernel's",
+                      differ, 0);
+        }
+}
+
+// SkipRMSNorm at Jamba's hidden size (D = 4096, fp16) at one and 16 rows: with skip and sum (the fused graph's block
+// and final norms) and without (its first norm); µs per call in a replayed CUDA graph.
+void skip_rms_timing() {
+  cudaStream_t s;
+  CK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
+  const int64_t D = 4096;
+  Dev w = fill(static_cast<size_t>(D), DType::f16, 5, 1.f);
+  for (int64_t rows : {int64_t(1), int64_t(16)}) {
+    const size_t n = static_cast<size_t>(rows * D);
+    Dev x = fill(n, DType::f16, 6, 1.f), k = fill(n, DType::f16, 7, 1.f), y(n * 2), sum(n * 2);
+    for (bool skip : {true, false}) {
+      hubmoe::SkipRmsNormArgs a;
+      a.rows = rows, a.D = D, a.dtype = DType::f16, a.x = x.p, a.skip = skip ? k.p : nullptr, a.w = w.p, a.y = y.p;
+      a.sum = skip ? sum.p : nullptr;
+      const double us = graph_time_us([&] { hubmoe::cuda::skip_rms_norm(a, s); }, s);
+      std::printf("  SkipRMSNorm fp16 rows=%-2lld D=%lld %-10s %5.2f us\n", (long long)rows, (long long)D,
+                  skip ? "skip + sum" : "no skip", us);
+    }
+  }
+  CK(cudaStreamDestroy(s));
 }
 
 // StaticAttentionMask on CUDA against the definition: the CPU test's problems and a Jamba decode step and prefill
@@ -1005,8 +1066,10 @@ int main(int argc, char** argv) {
     moe_dense_correctness(t, m32, m16);
     std::printf("max error vs CPU kernels: MoE routing none fp32 %.2e fp16 %.2e\n", m32, m16);
     linear_correctness(t);
+    skip_rms_correctness(t);
     moe_dense_timing();
     linear_timing();
+    skip_rms_timing();
     return report();
   }
   if (argc > 1 && std::strcmp(argv[1], "--input-major") == 0) {
@@ -1025,6 +1088,7 @@ int main(int argc, char** argv) {
   sparse_correctness(t, l32, l16);
   next_token_correctness(t);
   split_rms_correctness(t);
+  skip_rms_correctness(t);
   static_mask_correctness(t);
   mamba_conv_correctness(t);
   mamba_mixer_correctness(t);

@@ -18,6 +18,7 @@
 #include "next_token_tests.h"
 #include "linear_tests.h"
 #include "split_rms_norm_tests.h"
+#include "skip_rms_norm_tests.h"
 #include "static_attention_mask_tests.h"
 #include "mamba_conv_tests.h"
 #include "mamba_mixer_tests.h"
@@ -475,6 +476,120 @@ void split_rms_case(Tally& t, DType dt, std::vector<int64_t> lens) {
   });
 }
 
+// x [B, T, D] with symbolic B and T; y and sum through Identity nodes, so that their types come from the op's
+// inference. mode 0: skip, y and sum; 1: skip, y only (sum left off the end); 2: skip absent (empty name), y only;
+// 3: skip, and sum given an empty name. Then the errors: a negative epsilon and sum without skip at load, a skip of
+// another shape, a weight of another length and inputs of another type at run.
+void skip_rms_case(Tally& t, DType dt, int mode) {
+  const int64_t B = 2, T = 3, D = 37;
+  const bool skip = mode != 2, sum = mode == 0;
+  SkipRmsProblem p = make_skip_rms(B * T, D, dt, skip, 1e-5f, 8900 + mode + 10 * (int)dt);
+  std::vector<std::string> outs = {"y_raw"};
+  if (mode == 0) outs.push_back("sum_raw");
+  if (mode == 3) outs.push_back("");
+  std::vector<onnxw::Msg> nodes = {
+      onnxw::node("SkipRMSNorm", "ai.hubmoe", {"x", skip ? "skip" : "", "w"}, outs, {onnxw::attr_f("epsilon", p.eps)}, "norm"),
+      onnxw::node("Identity", "", {"y_raw"}, {"y"}, {}, "iy")};
+  if (sum) nodes.push_back(onnxw::node("Identity", "", {"sum_raw"}, {"sum"}, {}, "is"));
+  std::vector<onnxw::Msg> in = {onnxw::value_info("x", elem(dt), {-1, -1, D}), onnxw::value_info("w", elem(dt), {D})};
+  std::vector<Feed> feeds = {{"x", dt, {B, T, D}, p.x.data()}, {"w", dt, {D}, p.w.data()}};
+  if (skip) {
+    in.push_back(onnxw::value_info("skip", elem(dt), {-1, -1, D}));
+    feeds.push_back({"skip", dt, {B, T, D}, p.skip.data()});
+  }
+  std::vector<onnxw::Msg> out = {onnxw::value_info("y", elem(dt), {-1, -1, D})};
+  if (sum) out.push_back(onnxw::value_info("sum", elem(dt), {-1, -1, D}));
+  static const char* const kModes[] = {"skip, y and sum", "skip, y only", "skip absent (empty name)", "skip, sum named ''"};
+  const std::string what = p.name((std::string(" through ORT, ") + kModes[mode] + ", symbolic batch and sequence").c_str());
+  try {
+    Ort::Session sess = make_session(onnxw::model(nodes, in, out));
+    auto got = run(sess, feeds, sum ? std::vector<std::string>{"y", "sum"} : std::vector<std::string>{"y"});
+    bool shapes = true;
+    for (const auto& v : got) shapes = shapes && v.GetTensorTypeAndShapeInfo().GetShape() == std::vector<int64_t>{B, T, D};
+    t.check(shapes, what + " output shapes", !shapes, 0);
+    t.check_err(what, rel_err(values(got[0]), skip_rms_ref(p), 1e-3), skip_rms_tol(dt));
+    if (sum) {
+      const bool same = values(got[1]) == skip_rms_sum_ref(p);
+      t.check(same, what + " sum = round_T(x + skip) exactly", !same, 0);
+    }
+  } catch (const std::exception& e) {
+    std::printf("FAIL %s: %s\n", what.c_str(), e.what());
+    t.failed++;
+  }
+  if (mode != 0) return;
+  // Any shapes and types in the graph: the op checks them.
+  auto model = [&](const std::vector<std::string>& ins, const std::vector<std::string>& outs2, float eps, DType xt, DType st, DType wt) {
+    std::vector<onnxw::Msg> o = {onnxw::value_info("y", elem(xt), {-1, -1, -1})};
+    if (outs2.size() > 1) o.push_back(onnxw::value_info("sum", elem(xt), {-1, -1, -1}));
+    std::vector<onnxw::Msg> i = {onnxw::value_info("x", elem(xt), {-1, -1, -1}), onnxw::value_info("w", elem(wt), {-1})};
+    if (!ins[1].empty()) i.push_back(onnxw::value_info("skip", elem(st), {-1, -1, -1}));
+    return onnxw::model({onnxw::node("SkipRMSNorm", "ai.hubmoe", ins, outs2, {onnxw::attr_f("epsilon", eps)}, "norm")}, i, o);
+  };
+  const std::vector<std::string> all = {"x", "skip", "w"}, ys = {"y", "sum"};
+  expect_error(t, "ORT SkipRMSNorm negative epsilon is refused at load", "SkipRMSNorm: attribute 'epsilon' must be a number >= 0", [&] {
+    make_session(model(all, ys, -1e-6f, dt, dt, dt), true);
+  });
+  expect_error(t, "ORT SkipRMSNorm sum without skip is refused at load",
+               "SkipRMSNorm: output 'sum' (x + skip) is requested, but input 'skip' is absent",
+               [&] { make_session(model({"x", "", "w"}, ys, 1e-6f, dt, dt, dt), true); });
+  const Buf big = zeros(static_cast<size_t>(B * (T + 1) * D), dt);
+  expect_error(t, "ORT SkipRMSNorm skip of another shape is reported at run",
+               "SkipRMSNorm: input 'skip' has shape [2, 4, 37], expected the shape of 'x', [2, 3, 37]", [&] {
+                 Ort::Session s = make_session(model(all, ys, 1e-6f, dt, dt, dt), true);
+                 run(s, {{"x", dt, {B, T, D}, p.x.data()}, {"skip", dt, {B, T + 1, D}, big.data()}, {"w", dt, {D}, p.w.data()}}, ys, true);
+               });
+  expect_error(t, "ORT SkipRMSNorm weight of another length is reported at run",
+               "SkipRMSNorm: input 'weight' has shape [36], expected [37] (the last dim of 'x', [2, 3, 37])", [&] {
+                 Ort::Session s = make_session(model(all, ys, 1e-6f, dt, dt, dt), true);
+                 run(s, {{"x", dt, {B, T, D}, p.x.data()}, {"skip", dt, {B, T, D}, p.skip.data()}, {"w", dt, {D - 1}, p.w.data()}}, ys, true);
+               });
+  const DType other = dt == DType::f32 ? DType::f16 : DType::f32;
+  const std::string want = std::string(" is ") + hubmoe::dtype_name(other) + ", expected " + hubmoe::dtype_name(dt);
+  const Buf w_other = make_buf(p.w.vals, other), skip_other = make_buf(p.skip.vals, other);
+  expect_error(t, "ORT SkipRMSNorm weight of another type is reported at run", "SkipRMSNorm: input 'weight'" + want, [&] {
+    Ort::Session s = make_session(model({"x", "", "w"}, {"y"}, 1e-6f, dt, dt, other), true);
+    run(s, {{"x", dt, {B, T, D}, p.x.data()}, {"w", other, {D}, w_other.data()}}, {"y"}, true);
+  });
+  expect_error(t, "ORT SkipRMSNorm skip of another type is reported at run", "SkipRMSNorm: input 'skip'" + want, [&] {
+    Ort::Session s = make_session(model(all, {"y"}, 1e-6f, dt, other, dt), true);
+    run(s, {{"x", dt, {B, T, D}, p.x.data()}, {"skip", other, {B, T, D}, skip_other.data()}, {"w", dt, {D}, p.w.data()}}, {"y"}, true);
+  });
+}
+
+// Two norms chained as the fused graph chains them: the second's x is the first's sum, whose shape ONNX Runtime's
+// inference leaves open (and hands to the op as rank 0). A Flatten (axis 2) after the second fails to load if that
+// norm's y were inferred as a scalar.
+void skip_rms_chain_case(Tally& t, DType dt) {
+  const int64_t B = 2, T = 3, D = 40;
+  const SkipRmsProblem p1 = make_skip_rms(B * T, D, dt, true, 1e-6f, 8950 + (int)dt);
+  SkipRmsProblem p2 = make_skip_rms(B * T, D, dt, true, 1e-6f, 8960 + (int)dt);
+  p2.x = make_buf(skip_rms_sum_ref(p1), dt);
+  const auto eps = onnxw::attr_f("epsilon", p1.eps);
+  std::vector<onnxw::Msg> nodes = {onnxw::node("SkipRMSNorm", "ai.hubmoe", {"x", "k1", "w1"}, {"y1", "s1"}, {eps}, "n1"),
+                                   onnxw::node("SkipRMSNorm", "ai.hubmoe", {"s1", "k2", "w2"}, {"y2", "s2"}, {eps}, "n2"),
+                                   onnxw::node("Flatten", "", {"y2"}, {"flat"}, {onnxw::attr_i("axis", 2)}, "flatten")};
+  std::vector<onnxw::Msg> in = {onnxw::value_info("x", elem(dt), {-1, -1, D}), onnxw::value_info("k1", elem(dt), {-1, -1, D}),
+                                onnxw::value_info("w1", elem(dt), {D}), onnxw::value_info("k2", elem(dt), {-1, -1, D}),
+                                onnxw::value_info("w2", elem(dt), {D})};
+  std::vector<onnxw::Msg> out = {onnxw::value_info("flat", elem(dt), {-1, D}), onnxw::value_info("s2", elem(dt), {-1, -1, D})};
+  const std::string what = p2.name(" through ORT, x the previous norm's sum, then Flatten");
+  try {
+    Ort::Session sess = make_session(onnxw::model(nodes, in, out));
+    auto got = run(sess,
+                   {{"x", dt, {B, T, D}, p1.x.data()}, {"k1", dt, {B, T, D}, p1.skip.data()}, {"w1", dt, {D}, p1.w.data()},
+                    {"k2", dt, {B, T, D}, p2.skip.data()}, {"w2", dt, {D}, p2.w.data()}},
+                   {"flat", "s2"});
+    const bool shape = got[0].GetTensorTypeAndShapeInfo().GetShape() == std::vector<int64_t>{B * T, D};
+    t.check(shape, what + " output shape", !shape, 0);
+    t.check_err(what, rel_err(values(got[0]), skip_rms_ref(p2), 1e-3), skip_rms_tol(dt));
+    const bool same = values(got[1]) == skip_rms_sum_ref(p2);
+    t.check(same, what + " sum = round_T(x + skip) exactly", !same, 0);
+  } catch (const std::exception& e) {
+    std::printf("FAIL %s: %s\n", what.c_str(), e.what());
+    t.failed++;
+  }
+}
+
 // int64 mask [B, S] and cache_position [T] with symbolic dims; all three outputs, then the bias alone; errors.
 void static_mask_case(Tally& t, const StaticMaskShape& sh, int n_out) {
   StaticMaskProblem p = make_static_mask(sh.B, sh.S, sh.T, sh.first, sh.groups);
@@ -692,6 +807,10 @@ int main(int argc, char** argv) {
   for (DType dt : {DType::f32, DType::f16}) {
     split_rms_case(t, dt, {16, 4, 4});
     split_rms_case(t, dt, {20, 9});
+  }
+  for (DType dt : {DType::f32, DType::f16}) {
+    for (int mode = 0; mode < 4; ++mode) skip_rms_case(t, dt, mode);
+    skip_rms_chain_case(t, dt);
   }
   static_mask_case(t, kStaticMaskShapes[0], 3);
   static_mask_case(t, kStaticMaskShapes[1], 1);

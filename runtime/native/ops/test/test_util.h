@@ -59,6 +59,12 @@ inline Buf make_buf(const std::vector<double>& v, DType t) {
 
 inline Buf zeros(size_t n, DType t) { return make_buf(std::vector<double>(n, 0.0), t); }
 
+// v rounded to t, as make_buf stores it.
+inline double round_to(double v, DType t) {
+  const float f = static_cast<float>(v);
+  return t == DType::f32 ? f : hubmoe::half_to_float(hubmoe::float_to_half(f));
+}
+
 inline std::vector<double> read(const void* p, size_t n, DType t) {
   std::vector<double> v(n);
   for (size_t i = 0; i < n; ++i) {
