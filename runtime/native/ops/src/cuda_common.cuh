@@ -68,13 +68,11 @@ struct VecLoad {
   static constexpr int V = VEC ? 16 / static_cast<int>(sizeof(T)) : 1;
 };
 
-template <typename T, bool VEC>
-__device__ __forceinline__ void load_vec(const T* ptr, float (&f)[VecLoad<T, VEC>::V]) {
-  if constexpr (!VEC) {
-    f[0] = to_f(__ldg(ptr));
-  } else if constexpr (sizeof(T) == 2) {
-    const uint4 u = __ldg(reinterpret_cast<const uint4*>(ptr));
-    const __half2* h = reinterpret_cast<const __half2*>(&u);
+// The 16 bytes r as fp32: 8 fp16 or 4 fp32 elements.
+template <typename T>
+__device__ __forceinline__ void unpack16(const uint4& r, float (&f)[VecLoad<T, true>::V]) {
+  if constexpr (sizeof(T) == 2) {
+    const __half2* h = reinterpret_cast<const __half2*>(&r);
 #pragma unroll
     for (int i = 0; i < 4; ++i) {
       const float2 v = __half22float2(h[i]);
@@ -82,8 +80,16 @@ __device__ __forceinline__ void load_vec(const T* ptr, float (&f)[VecLoad<T, VEC
       f[2 * i + 1] = v.y;
     }
   } else {
-    const float4 u = __ldg(reinterpret_cast<const float4*>(ptr));
-    f[0] = u.x, f[1] = u.y, f[2] = u.z, f[3] = u.w;
+    f[0] = __uint_as_float(r.x), f[1] = __uint_as_float(r.y), f[2] = __uint_as_float(r.z), f[3] = __uint_as_float(r.w);
+  }
+}
+
+template <typename T, bool VEC>
+__device__ __forceinline__ void load_vec(const T* ptr, float (&f)[VecLoad<T, VEC>::V]) {
+  if constexpr (!VEC) {
+    f[0] = to_f(__ldg(ptr));
+  } else {
+    unpack16<T>(__ldg(reinterpret_cast<const uint4*>(ptr)), f);
   }
 }
 

@@ -44,21 +44,6 @@ struct Group {
 };
 
 template <typename T>
-__device__ __forceinline__ void unpack(const uint4& r, float (&f)[Group<T>::V]) {
-  if constexpr (sizeof(T) == 2) {
-    const __half2* h = reinterpret_cast<const __half2*>(&r);
-#pragma unroll
-    for (int i = 0; i < 4; ++i) {
-      const float2 v = __half22float2(h[i]);
-      f[2 * i] = v.x;
-      f[2 * i + 1] = v.y;
-    }
-  } else {
-    f[0] = __uint_as_float(r.x), f[1] = __uint_as_float(r.y), f[2] = __uint_as_float(r.z), f[3] = __uint_as_float(r.w);
-  }
-}
-
-template <typename T>
 __device__ __forceinline__ uint4 pack(const float (&f)[Group<T>::V]) {
   uint4 r;
   if constexpr (sizeof(T) == 2) {
@@ -97,7 +82,7 @@ __device__ __forceinline__ void store_group(T* row, int g, int D, const uint4& r
     reinterpret_cast<uint4*>(row)[g] = r;
   } else {
     float f[V];
-    unpack<T>(r, f);
+    unpack16<T>(r, f);
 #pragma unroll
     for (int j = 0; j < V; ++j)
       if (g * V + j < D) row[g * V + j] = from_f<T>(f[j]);
@@ -108,8 +93,8 @@ __device__ __forceinline__ void store_group(T* row, int g, int D, const uint4& r
 template <typename T>
 __device__ __forceinline__ uint4 add_group(const uint4& x, const uint4& skip) {
   float a[Group<T>::V], b[Group<T>::V];
-  unpack<T>(x, a);
-  unpack<T>(skip, b);
+  unpack16<T>(x, a);
+  unpack16<T>(skip, b);
 #pragma unroll
   for (int j = 0; j < Group<T>::V; ++j) a[j] = __fadd_rn(a[j], b[j]);
   return pack<T>(a);
@@ -119,7 +104,7 @@ __device__ __forceinline__ uint4 add_group(const uint4& x, const uint4& skip) {
 template <typename T>
 __device__ __forceinline__ float squares(const uint4& s) {
   float f[Group<T>::V];
-  unpack<T>(s, f);
+  unpack16<T>(s, f);
   float q = 0.f;
 #pragma unroll
   for (int j = 0; j < Group<T>::V; ++j) q = __fadd_rn(q, __fmul_rn(f[j], f[j]));
@@ -135,8 +120,8 @@ __device__ __forceinline__ float round_t(float v) {
 template <typename T>
 __device__ __forceinline__ uint4 norm_group(const uint4& s, const uint4& w, float inv) {
   float a[Group<T>::V], g[Group<T>::V];
-  unpack<T>(s, a);
-  unpack<T>(w, g);
+  unpack16<T>(s, a);
+  unpack16<T>(w, g);
 #pragma unroll
   for (int j = 0; j < Group<T>::V; ++j) a[j] = __fmul_rn(g[j], round_t<T>(__fmul_rn(a[j], inv)));
   return pack<T>(a);
