@@ -42,6 +42,15 @@ void check(OrtStatus* st) {
   }
 }
 
+#ifdef HUBMOE_WITH_CUDA
+// The CUDA stream ONNX Runtime runs this node on.
+void* gpu_stream(OrtKernelContext* ctx) {
+  void* stream = nullptr;
+  check(api().KernelContext_GetGPUComputeStream(ctx, &stream));
+  return stream;
+}
+#endif
+
 enum class Ep { cpu, cuda };
 const char* ep_name(Ep ep) { return ep == Ep::cuda ? "CUDAExecutionProvider" : "CPUExecutionProvider"; }
 
@@ -279,8 +288,7 @@ struct ScanKernel {
         selective_scan_cpu(a, OrtParallel(ctx));
       } else {
 #ifdef HUBMOE_WITH_CUDA
-        void* stream = nullptr;
-        check(api().KernelContext_GetGPUComputeStream(ctx, &stream));
+        void* stream = gpu_stream(ctx);
         cuda::selective_scan(a, stream);
 #endif
       }
@@ -386,8 +394,7 @@ struct MoeKernel {
         moe_cpu(a, OrtParallel(ctx));
       } else {
 #ifdef HUBMOE_WITH_CUDA
-        void* stream = nullptr;
-        check(api().KernelContext_GetGPUComputeStream(ctx, &stream));
+        void* stream = gpu_stream(ctx);
         const cuda::MoePath p = runner->resolve(a, path);
         const size_t bytes = runner->workspace_bytes(a, p);
         Scratch scratch(ctx, x.value, bytes, "MoE");
@@ -485,8 +492,7 @@ struct SparseKernel {
         sparse_linear_cpu(a, OrtParallel(ctx));
       } else {
 #ifdef HUBMOE_WITH_CUDA
-        void* stream = nullptr;
-        check(api().KernelContext_GetGPUComputeStream(ctx, &stream));
+        void* stream = gpu_stream(ctx);
         const cuda::SparsePath p = runner->resolve(a, path);
         const size_t bytes = runner->workspace_bytes(a, p);
         Scratch scratch(ctx, x.value, bytes, "SparseLinear");
@@ -562,8 +568,7 @@ struct LinearKernel {
         linear_cpu(a, OrtParallel(ctx));
       } else {
 #ifdef HUBMOE_WITH_CUDA
-        void* stream = nullptr;
-        check(api().KernelContext_GetGPUComputeStream(ctx, &stream));
+        void* stream = gpu_stream(ctx);
         runner->run(a, stream, path);
 #endif
       }
@@ -593,8 +598,7 @@ struct NextTokenKernel {
         next_token_cpu(a);
       } else {
 #ifdef HUBMOE_WITH_CUDA
-        void* stream = nullptr;
-        check(api().KernelContext_GetGPUComputeStream(ctx, &stream));
+        void* stream = gpu_stream(ctx);
         cuda::next_token(a, stream);
 #endif
       }
@@ -672,8 +676,7 @@ struct SplitRmsNormKernel {
         split_rms_norm_cpu(a);
       } else {
 #ifdef HUBMOE_WITH_CUDA
-        void* stream = nullptr;
-        check(api().KernelContext_GetGPUComputeStream(ctx, &stream));
+        void* stream = gpu_stream(ctx);
         cuda::split_rms_norm(a, stream);
 #endif
       }
@@ -761,8 +764,7 @@ struct SkipRmsNormKernel {
         skip_rms_norm_cpu(a, OrtParallel(ctx));
       } else {
 #ifdef HUBMOE_WITH_CUDA
-        void* stream = nullptr;
-        check(api().KernelContext_GetGPUComputeStream(ctx, &stream));
+        void* stream = gpu_stream(ctx);
         cuda::skip_rms_norm(a, stream);
 #endif
       }
@@ -840,8 +842,7 @@ struct StaticMaskKernel {
         static_mask_cpu(a);
       } else {
 #ifdef HUBMOE_WITH_CUDA
-        void* stream = nullptr;
-        check(api().KernelContext_GetGPUComputeStream(ctx, &stream));
+        void* stream = gpu_stream(ctx);
         cuda::static_mask(a, stream);
 #endif
       }
@@ -894,8 +895,7 @@ struct MambaConvKernel {
         mamba_conv_cpu(a);
       } else {
 #ifdef HUBMOE_WITH_CUDA
-        void* stream = nullptr;
-        check(api().KernelContext_GetGPUComputeStream(ctx, &stream));
+        void* stream = gpu_stream(ctx);
         cuda::mamba_conv(a, stream);
 #endif
       }
@@ -984,8 +984,7 @@ struct MambaMixerKernel {
         mamba_mixer_cpu(a, OrtParallel(ctx));
       } else {
 #ifdef HUBMOE_WITH_CUDA
-        void* stream = nullptr;
-        check(api().KernelContext_GetGPUComputeStream(ctx, &stream));
+        void* stream = gpu_stream(ctx);
         const size_t bytes = runner->workspace_bytes(a, allow_decode);
         Scratch scratch(ctx, xz.value, bytes, op);
         runner->run(a, scratch.p, bytes, stream, allow_decode);
